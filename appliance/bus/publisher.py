@@ -1,0 +1,101 @@
+"""Publishing onto the bus.
+
+    from appliance.bus import Publisher
+    pub = Publisher("mud-logger")          # connects to the broker's XSUB port
+    pub.publish("custom_topic", {"shaker_load": 0.7})
+
+Caveats, as with any ZeroMQ PUB socket:
+- publish() never blocks. If the broker is down or slow, up to `bus_send_hwm` messages
+  queue; beyond that they are dropped here, and subscribers see the gap in `seq`.
+- Messages sent before a subscriber's subscription has reached the broker are lost (the
+  "slow joiner"): a fresh publisher should not assume its first messages are seen.
+- A Publisher belongs to the thread that created it; make one per thread.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+import uuid
+from typing import Any, Iterable
+
+import zmq
+
+from appliance.bus.envelope import check_finite, check_topic, encode
+from appliance.config import Config, load
+from appliance.ops.runtime import tcp_endpoint
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+class Publisher:
+    """Sends envelopes with per-topic sequence numbers to the broker.
+
+    name: this source's name; the source id on the bus is `<rig_id>.<name>`, unique across
+    a fleet. Without a name, one is made from the host name and process id.
+    endpoint: where to connect; by default the broker's frontend from the settings.
+    """
+
+    def __init__(self, name: str | None = None, *, endpoint: str | None = None,
+                 settings: Config | None = None, context: zmq.Context | None = None) -> None:
+        cfg = settings or load()
+        self.src = f"{cfg.rig_id}.{name or f'{socket.gethostname()}-{os.getpid()}'}"
+        self.boot = uuid.uuid4().hex[:16]
+        self.max_message_bytes = cfg.bus_max_message_bytes
+        self.endpoint = endpoint or tcp_endpoint(cfg.bus_host, cfg.broker_frontend_port)
+        self._seq: dict[str, int] = {}
+        self._context = context or zmq.Context.instance()
+        self._socket = self._context.socket(zmq.PUB)
+        self._socket.setsockopt(zmq.LINGER, 1000)
+        self._socket.setsockopt(zmq.SNDHWM, cfg.bus_send_hwm)
+        self._socket.connect(self.endpoint)
+        self.sent = 0
+        self.sent_bytes = 0
+
+    def publish(self, topic: str, data: dict[str, Any], ts: int | None = None) -> int:
+        """Publish one frame of `data` at `ts` (UTC epoch ms, default now); returns its seq.
+
+        Raises ValueError for a bad topic, non-dict data, NaN or infinity, or a message
+        larger than `bus_max_message_bytes`; TypeError for values JSON cannot carry.
+        """
+        if not isinstance(data, dict):
+            raise ValueError(f"data must be a dict, not {type(data).__name__}")
+        check_finite(data)
+        return self._send(topic, ts, data=data)
+
+    def publish_batch(self, topic: str, frames: Iterable[tuple[int, dict[str, Any]]]) -> int:
+        """Publish many (ts_ms, data) frames in one message; returns its seq."""
+        frames = list(frames)
+        if not frames:
+            raise ValueError("a batch needs at least one frame")
+        for i, (ts, data) in enumerate(frames):
+            if not isinstance(data, dict):
+                raise ValueError(f"frame {i}: data must be a dict, not {type(data).__name__}")
+            check_finite(data, f"frame {i}")
+        return self._send(topic, None, batch=frames)
+
+    def _send(self, topic: str, ts: int | None, **body: Any) -> int:
+        raw_topic = check_topic(topic)
+        seq = self._seq.get(topic, 0) + 1
+        payload = encode(self.src, self.boot, seq, now_ms() if ts is None else ts, **body)
+        size = len(raw_topic) + len(payload)
+        if size > self.max_message_bytes:
+            raise ValueError(f"message of {size} bytes exceeds bus_max_message_bytes "
+                             f"({self.max_message_bytes}); split it into smaller batches")
+        self._socket.send_multipart((raw_topic, payload))
+        self._seq[topic] = seq
+        self.sent += 1
+        self.sent_bytes += size
+        return seq
+
+    def close(self) -> None:
+        self._socket.close()
+
+    def __enter__(self) -> "Publisher":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,171 @@
+"""Subscribing to the bus.
+
+    from appliance.bus import DataSubscriber
+
+    class Printer(DataSubscriber):
+        def on_message(self, topic, data):
+            print(topic, data)
+
+    Printer(topics=["drilling"]).start()   # blocks until stop() or SIGTERM
+
+Caveats:
+- Topics are prefix-matched by ZeroMQ: "sys" receives "sys.stats" and "sys.heartbeat".
+- Messages published before the subscription reaches the broker are lost.
+- When this subscriber falls behind by `bus_receive_hwm` messages the broker drops for
+  it; the gap shows in the sequence numbers and is counted, never hidden.
+- The socket belongs to the thread that calls start(); stop() may be called from any
+  thread or a signal handler (it only sets a flag).
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any, Iterable
+
+import zmq
+
+from appliance.bus.envelope import Envelope, Rejected, decode
+from appliance.bus.sequence import Gap, SequenceTracker, Verdict
+from appliance.config import Config, load
+from appliance.ops.runtime import tcp_endpoint
+
+log = logging.getLogger("rigtel.bus")
+
+POLL_MS = 100
+KEEP_REJECTS = 10_000
+KEEP_PAYLOAD_BYTES = 4096
+
+
+@dataclass(frozen=True, slots=True)
+class Reject:
+    """A message that could not be used, kept for the dead-letter store."""
+
+    received_ms: int
+    topic: bytes
+    payload: bytes  # at most KEEP_PAYLOAD_BYTES of it
+    size: int  # bytes received in all
+    reason: str
+
+
+class DataSubscriber:
+    """Receives messages on `topics`, checks and decodes them, and tracks sequences.
+
+    Override on_message(topic, data) for each frame's data; subscribers that need the
+    envelope (source, seq, batch) override on_envelope instead. Statistics are in
+    `self.stats`; rejected messages wait in `self.rejects` (bounded) for whoever stores them.
+    """
+
+    def __init__(self, topics: Iterable[str] | None = None, *, endpoint: str | None = None,
+                 settings: Config | None = None, context: zmq.Context | None = None,
+                 stop_event: threading.Event | None = None) -> None:
+        cfg = settings or load()
+        self.topics = [t for t in (topics or [""])]
+        self.endpoint = endpoint or tcp_endpoint(cfg.bus_host, cfg.broker_backend_port)
+        self.max_message_bytes = cfg.bus_max_message_bytes
+        self.receive_hwm = cfg.bus_receive_hwm
+        self._context = context
+        self._stop = stop_event or threading.Event()
+        self.tracker = SequenceTracker()
+        self.rejects: collections.deque[Reject] = collections.deque(maxlen=KEEP_REJECTS)
+        self.stats: dict[str, int] = collections.Counter(
+            messages=0, frames=0, bytes=0, rejected=0, rejects_overflowed=0)
+
+    # -- hooks ------------------------------------------------------------------------
+
+    def on_message(self, topic: str, data: dict[str, Any]) -> None:
+        """Called once per frame with its data dict. Override me."""
+
+    def on_envelope(self, envelope: Envelope) -> None:
+        """Called once per accepted message; by default hands each frame to on_message."""
+        for frame in envelope.frames:
+            self.on_message(envelope.topic, frame.data)
+
+    def on_gap(self, gap: Gap) -> None:
+        """Called when sequence numbers were skipped (messages lost on the way)."""
+        log.warning("gap: %d message(s) lost from %s on %r (seq %d..%d)",
+                    gap.count, gap.src, gap.topic, gap.first_missing, gap.last_missing)
+
+    def on_restart(self, envelope: Envelope) -> None:
+        """Called when a source reappears with a new boot id."""
+        log.info("%s restarted (boot %s) on %r", envelope.src, envelope.boot, envelope.topic)
+
+    def on_reject(self, reject: Reject) -> None:
+        """Called for each unusable message; by default keeps it in self.rejects."""
+        if len(self.rejects) == self.rejects.maxlen:
+            self.stats["rejects_overflowed"] += 1
+        self.rejects.append(reject)
+        log.debug("rejected message on %r: %s", reject.topic[:40], reject.reason)
+
+    def on_idle(self) -> None:
+        """Called about every POLL_MS milliseconds while running, for periodic work."""
+
+    # -- running ----------------------------------------------------------------------
+
+    def stop(self) -> None:
+        """Ask start() to return; safe from any thread or a signal handler."""
+        self._stop.set()
+
+    def handle(self, parts: list[bytes]) -> None:
+        """Check, decode and dispatch one received multipart message."""
+        self.stats["messages"] += 1
+        size = sum(len(p) for p in parts)
+        self.stats["bytes"] += size
+        if len(parts) != 2:
+            self._reject(parts[0] if parts else b"", b"".join(parts[1:]), size,
+                         f"expected 2 frames (topic, envelope), got {len(parts)}")
+            return
+        topic, payload = parts
+        try:
+            env = decode(topic, payload, self.max_message_bytes)
+        except Rejected as e:
+            self._reject(topic, payload, size, str(e))
+            return
+        verdict, gap = self.tracker.observe(env.src, env.boot, env.topic, env.seq)
+        if verdict is Verdict.GAP:
+            self.on_gap(gap)
+        elif verdict is Verdict.RESTART:
+            self.on_restart(env)
+        self.stats["frames"] += len(env.frames)
+        self.on_envelope(env)
+
+    def _reject(self, topic: bytes, payload: bytes, size: int, reason: str) -> None:
+        self.stats["rejected"] += 1
+        self.on_reject(Reject(time.time_ns() // 1_000_000, topic[:256],
+                              payload[:KEEP_PAYLOAD_BYTES], size, reason))
+
+    def start(self) -> None:
+        """Connect, subscribe and dispatch messages until stop() is called."""
+        context = self._context or zmq.Context.instance()
+        sock = context.socket(zmq.SUB)
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.setsockopt(zmq.RCVHWM, self.receive_hwm)
+        sock.connect(self.endpoint)
+        for topic in self.topics:
+            sock.setsockopt(zmq.SUBSCRIBE, topic.encode("utf-8"))
+        poller = zmq.Poller()
+        poller.register(sock, zmq.POLLIN)
+        next_idle = time.monotonic()
+        try:
+            while not self._stop.is_set():
+                try:
+                    events = poller.poll(POLL_MS)
+                except zmq.ContextTerminated:
+                    break
+                if events:
+                    # drain what is queued before looking at the clock again
+                    for _ in range(1000):
+                        try:
+                            parts = sock.recv_multipart(zmq.NOBLOCK)
+                        except zmq.Again:
+                            break
+                        self.handle(parts)
+                now = time.monotonic()
+                if now >= next_idle:
+                    next_idle = now + POLL_MS / 1000
+                    self.on_idle()
+        finally:
+            sock.close()

@@ -1,0 +1,65 @@
+"""`rigtel` (also `python -m appliance`): one entry point, a subcommand per program and task.
+
+Each subcommand lives in the module that does the work and exposes `main(argv) -> int`;
+this module only finds it, so `rigtel --help` stays fast and imports nothing heavy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from typing import Sequence
+
+from appliance import __version__
+from appliance.config import Config, ConfigError, load, parse_assignments
+
+# name -> (module with main(argv), one-line help)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "broker": ("appliance.bus.broker", "run the bus broker (XSUB/XPUB proxy with statistics)"),
+    "simulate": ("appliance.sources.simulator", "run the rig simulator, publishing on 'drilling'"),
+    "logger": ("appliance.ops.logger", "log a summary of the bus traffic, every alert and every gap"),
+    "config": ("appliance.ops.show_config", "print the effective settings and where each came from"),
+    "dev": ("appliance.ops.dev", "set up a development prefix under var/dev and run supervisord"),
+}
+
+
+def settings_parser(prog: str, description: str) -> argparse.ArgumentParser:
+    """An argument parser with the options every program takes: --config and --set."""
+    parser = argparse.ArgumentParser(prog=f"rigtel {prog}", description=description)
+    parser.add_argument("--config", metavar="FILE",
+                        help="ini file with an [appliance] section (default: $RIGTEL_CONFIG, "
+                             "else /etc/rigtel/appliance.ini when it exists)")
+    parser.add_argument("--set", metavar="NAME=VALUE", action="append", default=[],
+                        help="override one setting; repeatable. `rigtel config` lists them all")
+    return parser
+
+
+def load_settings(args: argparse.Namespace, extra: dict[str, str] | None = None) -> Config:
+    """Settings from files, environment and the command line; exits 2 with the reason if bad."""
+    try:
+        overrides = parse_assignments(args.set)
+        overrides.update(extra or {})
+        return load(overrides, config_file=args.config)
+    except ConfigError as e:
+        print(f"rigtel: configuration error: {e}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(f"usage: rigtel COMMAND [options]   (rigtel COMMAND --help for its options)\n\n"
+              f"Drilling telemetry appliance {__version__}.\n\ncommands:")
+        for name, (_, help_text) in COMMANDS.items():
+            print(f"  {name:<10} {help_text}")
+        return 0 if argv else 2
+    if argv[0] == "--version":
+        print(__version__)
+        return 0
+    name, rest = argv[0], argv[1:]
+    if name not in COMMANDS:
+        print(f"rigtel: unknown command {name!r}; `rigtel --help` lists the commands", file=sys.stderr)
+        return 2
+    module = importlib.import_module(COMMANDS[name][0])
+    return module.main(rest)

@@ -1,0 +1,372 @@
+"""Settings: declared once, loaded once at start-up.
+
+Every setting is declared in SETTINGS with its type, default and help. The same table
+feeds the ini file, the `.env` file, the environment, the command line, `rigtel config`
+and the README (a test fails when a setting is missing there).
+
+Precedence, lowest to highest:
+
+    default < ini file < .env file < environment < command line
+
+The ini file has one section, ``[appliance]``, whose keys are setting names. In the
+environment and in `.env`, a setting is ``RIGTEL_<NAME>`` (upper case); a few settings
+also answer to the names the first prototype used (``BROKER_FRONTEND_PORT`` ...). On the
+command line every program takes ``--set name=value``. An unknown key or a bad value
+stops start-up with a ConfigError naming the key and what it accepts.
+"""
+
+from __future__ import annotations
+
+import configparser
+import ipaddress
+import os
+import re
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Mapping
+
+DEFAULT_CONFIG_FILE = "/etc/rigtel/appliance.ini"
+INI_SECTION = "appliance"
+ENV_PREFIX = "RIGTEL_"
+# Environment names that choose where settings come from, rather than being settings.
+LOCATOR_ENV = ("RIGTEL_CONFIG", "RIGTEL_ENV_FILE")
+
+
+class ConfigError(Exception):
+    """A setting that cannot be used; the message names it and says what it accepts."""
+
+
+# --- converters: str -> value, raising ValueError with what is accepted -------------
+
+
+def _bool(text: str) -> bool:
+    t = text.strip().lower()
+    if t in ("1", "true", "yes", "on"):
+        return True
+    if t in ("0", "false", "no", "off"):
+        return False
+    raise ValueError("expected one of true/false, yes/no, on/off, 1/0")
+
+
+def _int_range(low: int, high: int) -> Callable[[str], int]:
+    def convert(text: str) -> int:
+        try:
+            value = int(text.strip())
+        except ValueError:
+            raise ValueError(f"expected a whole number from {low} to {high}") from None
+        if not low <= value <= high:
+            raise ValueError(f"expected a whole number from {low} to {high}")
+        return value
+
+    convert.__doc__ = f"integer {low}..{high}"
+    return convert
+
+
+def _float_range(low: float, high: float) -> Callable[[str], float]:
+    def convert(text: str) -> float:
+        try:
+            value = float(text.strip())
+        except ValueError:
+            raise ValueError(f"expected a number from {low:g} to {high:g}") from None
+        if not low <= value <= high:  # also refuses NaN
+            raise ValueError(f"expected a number from {low:g} to {high:g}")
+        return value
+
+    convert.__doc__ = f"number {low:g}..{high:g}"
+    return convert
+
+
+def _choice(*choices: str) -> Callable[[str], str]:
+    def convert(text: str) -> str:
+        t = text.strip().upper() if choices[0].isupper() else text.strip().lower()
+        if t not in choices:
+            raise ValueError("expected one of " + ", ".join(choices))
+        return t
+
+    convert.__doc__ = " | ".join(choices)
+    return convert
+
+
+def _text(text: str) -> str:
+    return text.strip()
+
+
+_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+
+def _identifier(text: str) -> str:
+    t = text.strip()
+    if not _ID.match(t):
+        raise ValueError("expected 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit")
+    return t
+
+
+def _loopback_host(text: str) -> str:
+    t = text.strip()
+    try:
+        loopback = ipaddress.ip_address(t).is_loopback
+    except ValueError:
+        loopback = t == "localhost"
+    if not loopback:
+        raise ValueError(
+            "expected a loopback address (127.0.0.1, ::1 or localhost): the bus is not "
+            "exposed to the network without CurveZMQ authentication")
+    return t
+
+
+def _host(text: str) -> str:
+    t = text.strip()
+    if not t or any(c.isspace() for c in t):
+        raise ValueError("expected a host name or an IP address")
+    return t
+
+
+_text.__doc__ = "text"
+_bool.__doc__ = "true | false"
+_identifier.__doc__ = "identifier"
+_loopback_host.__doc__ = "loopback address"
+_host.__doc__ = "host or address"
+
+
+@dataclass(frozen=True)
+class Setting:
+    name: str
+    convert: Callable[[str], Any]
+    default: str  # as text, converted like any other source so defaults are checked too
+    help: str
+    aliases: tuple[str, ...] = ()  # extra environment names, from the first prototype
+    secret: bool = False
+
+    @property
+    def env_name(self) -> str:
+        return ENV_PREFIX + self.name.upper()
+
+    @property
+    def kind(self) -> str:
+        return self.convert.__doc__ or "text"
+
+
+PORT = _int_range(0, 65535)
+
+SETTINGS: tuple[Setting, ...] = (
+    # -- identity
+    Setting("rig_id", _identifier, "rig-1",
+            "This rig's id; every source id on the bus starts with it, so ids stay unique across a fleet."),
+    Setting("data_dir", _text, "/var/lib/rigtel",
+            "Folder for the appliance's state: database, backups, spools, simulator labels."),
+    Setting("database_path", _text, "/var/lib/rigtel/rigtel.db",
+            "SQLite database file.", aliases=("DATABASE_PATH",)),
+    # -- logging
+    Setting("log_level", _choice("DEBUG", "INFO", "WARNING", "ERROR"), "INFO",
+            "Least severe log level written.", aliases=("LOG_LEVEL",)),
+    Setting("log_file", _text, "",
+            "Also append log lines to this file (empty: stdout only; supervisord captures and rotates stdout).",
+            aliases=("LOG_FILE",)),
+    # -- bus
+    Setting("bus_bind_host", _loopback_host, "127.0.0.1",
+            "Address the broker binds. Loopback only: remote publishers come with CurveZMQ."),
+    Setting("bus_host", _host, "127.0.0.1",
+            "Address publishers and subscribers connect to."),
+    Setting("broker_frontend_port", PORT, "5555",
+            "Broker XSUB port: publishers connect here (0 picks a free port, for tests).",
+            aliases=("BROKER_FRONTEND_PORT",)),
+    Setting("broker_backend_port", PORT, "5556",
+            "Broker XPUB port: subscribers connect here (0 picks a free port, for tests).",
+            aliases=("BROKER_BACKEND_PORT",)),
+    Setting("bus_max_message_bytes", _int_range(1024, 64 * 1024 * 1024), "1048576",
+            "Largest message, in bytes. Publishers refuse larger ones; subscribers reject and count them."),
+    Setting("bus_send_hwm", _int_range(1, 10_000_000), "100000",
+            "Messages a publisher queues for the broker before it drops (it never blocks)."),
+    Setting("bus_receive_hwm", _int_range(1, 10_000_000), "100000",
+            "Messages queued for a subscriber before the broker drops for it (gaps are detected)."),
+    Setting("bus_heartbeat_s", _float_range(0.1, 3600), "1",
+            "Seconds between each program's heartbeat on the 'sys.heartbeat' topic."),
+    Setting("bus_stats_s", _float_range(0.1, 3600), "5",
+            "Seconds between statistics messages on the 'sys.stats' topic."),
+    # -- web (the dashboard program)
+    Setting("web_host", _host, "127.0.0.1",
+            "Address the dashboard's web server binds.", aliases=("FLASK_HOST",)),
+    Setting("web_port", PORT, "8080",
+            "Port of the dashboard's web server.", aliases=("FLASK_PORT",)),
+    Setting("web_debug", _bool, "false",
+            "Flask debug mode for the dashboard (never on a rig).", aliases=("FLASK_DEBUG",)),
+    # -- simulator
+    Setting("simulator_rate_hz", _float_range(0.1, 1000), "1",
+            "Frames per second of rig time the simulator produces."),
+    Setting("simulator_speed", _float_range(0.01, 100000), "1",
+            "Rig seconds simulated per wall-clock second (1440: a day in a minute)."),
+    Setting("simulator_seed", _int_range(0, 2**31 - 1), "1",
+            "Random seed; the same seed and settings give the same data."),
+    Setting("simulator_start_depth_ft", _float_range(100, 40000), "5000",
+            "Hole depth at which the simulated well starts, in feet."),
+    Setting("simulator_trip_every_ft", _float_range(0, 40000), "0",
+            "Drill this many feet, then trip out and back in (0: never trip)."),
+    Setting("simulator_events", _text, "",
+            "Events to inject: comma-separated KIND@START+DURATION in rig time, e.g. 'kick@2h+20m,washout@5h30m+1h'. "
+            "Kinds: kick, loss, washout, packoff, flatline:CHANNEL, spike:CHANNEL, dropout:CHANNEL."),
+    Setting("simulator_labels_path", _text, "",
+            "File the simulator appends ground-truth event labels to (JSON lines; empty: DATA_DIR/simulator-labels.jsonl)."),
+    # -- logger
+    Setting("logger_summary_s", _float_range(0.5, 3600), "5",
+            "Seconds between the logger's per-topic summary lines."),
+)
+
+
+@dataclass
+class Config:
+    """Effective settings: `cfg.name` gives a value, `cfg.source(name)` where it came from."""
+
+    values: dict[str, Any]
+    sources: dict[str, str]
+    table: tuple[Setting, ...] = field(default=SETTINGS, repr=False)
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self.values[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+    def source(self, name: str) -> str:
+        return self.sources[name]
+
+    def describe(self) -> list[tuple[str, str, str]]:
+        """(name, shown value, source) for every setting, secrets masked."""
+        rows = []
+        for s in self.table:
+            value = self.values[s.name]
+            if s.secret and value not in ("", None):
+                shown = "********"
+            elif isinstance(value, bool):
+                shown = "true" if value else "false"
+            else:
+                shown = str(value)
+            rows.append((s.name, shown, self.sources[s.name]))
+        return rows
+
+
+def parse_assignments(items: Iterable[str]) -> dict[str, str]:
+    """`name=value` strings from the command line (`--set`) into a dict."""
+    out: dict[str, str] = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep or not name.strip():
+            raise ConfigError(f"--set {item!r}: expected NAME=VALUE, for example --set log_level=DEBUG")
+        out[name.strip()] = value
+    return out
+
+
+def read_dotenv(path: str) -> dict[str, str]:
+    """KEY=VALUE lines of a `.env` file; `#` comments, `export` and quotes allowed."""
+    out: dict[str, str] = {}
+    with open(path, encoding="utf-8") as f:
+        for number, line in enumerate(f, 1):
+            line = line.strip()
+            if not line or line.startswith("#"):
+                continue
+            if line.startswith("export "):
+                line = line[len("export "):].lstrip()
+            key, sep, value = line.partition("=")
+            if not sep or not key.strip():
+                raise ConfigError(f"{path}:{number}: expected KEY=VALUE, found {line!r}")
+            value = value.strip()
+            if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+                value = value[1:-1]
+            out[key.strip()] = value
+    return out
+
+
+def load(
+    overrides: Mapping[str, str] | None = None,
+    *,
+    config_file: str | None = None,
+    env: Mapping[str, str] | None = None,
+    dotenv: str | None = None,
+    table: tuple[Setting, ...] = SETTINGS,
+) -> Config:
+    """Load the effective settings.
+
+    config_file: ini file; None means $RIGTEL_CONFIG, else /etc/rigtel/appliance.ini if it
+    exists. An explicitly named file that does not exist is an error.
+    dotenv: `.env` file; None means $RIGTEL_ENV_FILE, else `.env` in the current folder if
+    it exists.
+    overrides: command-line `name=value` pairs, the highest precedence.
+    """
+    env = os.environ if env is None else env
+    by_name = {s.name: s for s in table}
+    by_env: dict[str, Setting] = {}
+    for s in table:
+        by_env[s.env_name] = s
+        for alias in s.aliases:
+            by_env[alias] = s
+
+    raw: dict[str, tuple[str, str]] = {s.name: (s.default, "default") for s in table}
+
+    # ini file
+    path = config_file or env.get("RIGTEL_CONFIG")
+    explicit = path is not None
+    path = path or DEFAULT_CONFIG_FILE
+    if explicit or os.path.exists(path):
+        parser = configparser.ConfigParser(interpolation=None, default_section="__no_defaults__")
+        parser.optionxform = str  # keep case so a mistyped key is reported as written
+        try:
+            with open(path, encoding="utf-8") as f:
+                parser.read_file(f)
+        except OSError as e:
+            raise ConfigError(f"config file {path}: {e.strerror}; pass --config FILE or set RIGTEL_CONFIG") from None
+        except configparser.Error as e:
+            raise ConfigError(f"config file {path}: {e}") from None
+        for section in parser.sections():
+            if section != INI_SECTION:
+                raise ConfigError(f"{path}: unknown section [{section}]; settings go in [{INI_SECTION}]")
+            for key, value in parser.items(section):
+                if key not in by_name:
+                    raise ConfigError(f"{path}: unknown setting {key!r}{_did_you_mean(key, by_name)}")
+                raw[key] = (value, f"file {path}")
+
+    # .env file: environment-style names, lower precedence than the real environment
+    dotenv_path = dotenv or env.get("RIGTEL_ENV_FILE")
+    if dotenv_path or os.path.exists(".env"):
+        dotenv_path = dotenv_path or ".env"
+        try:
+            pairs = read_dotenv(dotenv_path)
+        except OSError as e:
+            raise ConfigError(f".env file {dotenv_path}: {e.strerror}") from None
+        for key, value in pairs.items():
+            setting = by_env.get(key)
+            if setting is None:
+                if key.startswith(ENV_PREFIX) and key not in LOCATOR_ENV:
+                    raise ConfigError(f"{dotenv_path}: unknown setting {key!r}{_did_you_mean(key, by_env)}")
+                continue  # other tools' variables may share a .env file
+            raw[setting.name] = (value, f"env file {dotenv_path} ({key})")
+
+    # environment: RIGTEL_* names win over the prototype's aliases when both are set
+    for key, value in env.items():
+        setting = by_env.get(key)
+        if setting is None:
+            if key.startswith(ENV_PREFIX) and key not in LOCATOR_ENV:
+                raise ConfigError(f"environment: unknown setting {key!r}{_did_you_mean(key, by_env)}")
+            continue
+        if key != setting.env_name and setting.env_name in env:
+            continue
+        raw[setting.name] = (value, f"environment {key}")
+
+    for key, value in (overrides or {}).items():
+        if key not in by_name:
+            raise ConfigError(f"command line: unknown setting {key!r}{_did_you_mean(key, by_name)}")
+        raw[key] = (value, "command line")
+
+    values: dict[str, Any] = {}
+    for s in table:
+        text, source = raw[s.name]
+        try:
+            values[s.name] = s.convert(text)
+        except ValueError as e:
+            shown = "********" if s.secret else repr(text)
+            raise ConfigError(f"setting {s.name} = {shown} (from {source}): {e}") from None
+    return Config(values, {name: src for name, (_, src) in raw.items()}, table)
+
+
+def _did_you_mean(key: str, known: Iterable[str]) -> str:
+    import difflib
+
+    close = difflib.get_close_matches(key, list(known), n=1, cutoff=0.75)
+    return f" (did you mean {close[0]!r}?)" if close else "; `rigtel config` lists every setting"

@@ -1,0 +1,1 @@
+"""Running the appliance: program lifecycle, logging, the bus logger, development set-up."""

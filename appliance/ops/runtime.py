@@ -1,0 +1,66 @@
+"""What every long-running program shares: logging to stdout, and stopping on a signal.
+
+Programs run in the foreground under supervisord, log to stdout (supervisord captures and
+rotates it), and turn SIGTERM or SIGINT into a clean exit 0. The signal handler only
+records the signal; each program's main loop notices and shuts down in order.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+import threading
+
+from appliance.config import Config
+
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+def configure_logging(cfg: Config, program: str) -> logging.Logger:
+    """Log lines to stdout (and `log_file` when set) at the configured level."""
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        root.removeHandler(handler)
+    stream = logging.StreamHandler(sys.stdout)
+    stream.setFormatter(logging.Formatter(LOG_FORMAT))
+    root.addHandler(stream)
+    if cfg.log_file:
+        file_handler = logging.FileHandler(cfg.log_file, encoding="utf-8")
+        file_handler.setFormatter(logging.Formatter(LOG_FORMAT))
+        root.addHandler(file_handler)
+    root.setLevel(cfg.log_level)
+    return logging.getLogger(f"rigtel.{program}")
+
+
+class StopSignal:
+    """A threading.Event set by SIGTERM or SIGINT; install() from the main thread only."""
+
+    def __init__(self) -> None:
+        self.event = threading.Event()
+        self.signal_name: str | None = None
+
+    def install(self) -> "StopSignal":
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum: int, frame: object) -> None:
+        self.signal_name = signal.Signals(signum).name
+        self.event.set()
+
+    def is_set(self) -> bool:
+        return self.event.is_set()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        return self.event.wait(timeout)
+
+    def set(self) -> None:
+        self.event.set()
+
+
+def tcp_endpoint(host: str, port: int) -> str:
+    """A ZeroMQ TCP endpoint; IPv6 literals get their brackets."""
+    if ":" in host and not host.startswith("["):
+        host = f"[{host}]"
+    return f"tcp://{host}:{port}"
