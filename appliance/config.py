@@ -287,7 +287,7 @@ def load(
     config_file: ini file; None means $RIGTEL_CONFIG, else /etc/rigtel/appliance.ini if it
     exists. An explicitly named file that does not exist is an error.
     dotenv: `.env` file; None means $RIGTEL_ENV_FILE, else `.env` in the current folder if
-    it exists.
+    it exists; "" means none.
     overrides: command-line `name=value` pairs, the highest precedence.
     """
     env = os.environ if env is None else env
@@ -323,9 +323,10 @@ def load(
                 raw[key] = (value, f"file {path}")
 
     # .env file: environment-style names, lower precedence than the real environment
-    dotenv_path = dotenv or env.get("RIGTEL_ENV_FILE")
-    if dotenv_path or os.path.exists(".env"):
-        dotenv_path = dotenv_path or ".env"
+    dotenv_path = dotenv if dotenv is not None else env.get("RIGTEL_ENV_FILE")
+    if dotenv_path is None and os.path.exists(".env"):
+        dotenv_path = ".env"
+    if dotenv_path:
         try:
             pairs = read_dotenv(dotenv_path)
         except OSError as e:

@@ -78,12 +78,15 @@ class Broker:
             backend.setsockopt(zmq.SNDHWM, cfg.bus_receive_hwm)
             capture.setsockopt(zmq.SNDHWM, cfg.bus_receive_hwm)
             frontend.bind(tcp_endpoint(cfg.bus_bind_host, cfg.broker_frontend_port))
+            self.frontend = frontend.getsockopt_string(zmq.LAST_ENDPOINT)
             frontend.bind(self.inproc_frontend)
             backend.bind(tcp_endpoint(cfg.bus_bind_host, cfg.broker_backend_port))
+            self.backend = backend.getsockopt_string(zmq.LAST_ENDPOINT)
             capture.bind(self.capture)
             control.bind(self.control)
-            self.frontend = frontend.getsockopt_string(zmq.LAST_ENDPOINT)
-            self.backend = backend.getsockopt_string(zmq.LAST_ENDPOINT)
+            # Subscribe the frontend to everything: publishers filter by subscription, so
+            # without this a topic nobody listens to would never reach the statistics.
+            frontend.send(b"\x01")
         except zmq.ZMQError as e:
             self.failed = e
             for s in sockets:

@@ -1,0 +1,55 @@
+# Drilling telemetry appliance. `make run` and `make test` set themselves up.
+# Needs Python 3.11+ and make; everything else is installed into .venv from the
+# hash-locked requirements files.
+
+PYTHON  ?= python3
+VENV    := .venv
+PY      := $(VENV)/bin/python
+PREFIX  := var/dev
+CONF    := $(PREFIX)/etc/rigtel/supervisord.conf
+STAMP   := $(VENV)/.installed
+
+.PHONY: help run status stop config test bench lock clean
+
+help:
+	@echo "make run     start the whole appliance (supervisord, dev prefix $(PREFIX)); Ctrl-C stops"
+	@echo "make status  show every program's state (supervisorctl status)"
+	@echo "make stop    stop a running 'make run' from another terminal"
+	@echo "make config  print the effective settings of the dev prefix"
+	@echo "make test    run the whole test suite"
+	@echo "make bench   run the benchmarks (figures and ratios against a bare baseline)"
+	@echo "make lock    re-resolve requirements*.lock from requirements*.in (needs the registry)"
+
+$(STAMP): requirements.lock requirements-dev.lock pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11 or newer is needed; set PYTHON=python3.x")'
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --require-hashes -r requirements.lock -r requirements-dev.lock
+	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
+	touch $@
+
+run: $(STAMP)
+	$(PY) -m appliance dev --prefix $(PREFIX)
+
+status: $(STAMP)
+	@test -S $(PREFIX)/run/rigtel/supervisor.sock || { echo "not running: start it with 'make run'"; exit 1; }
+	$(VENV)/bin/supervisorctl -c $(CONF) status
+
+stop: $(STAMP)
+	$(VENV)/bin/supervisorctl -c $(CONF) shutdown
+
+config: $(STAMP)
+	$(PY) -m appliance config --config $(PREFIX)/etc/rigtel/appliance.ini
+
+test: $(STAMP)
+	$(PY) -m pytest
+
+bench: $(STAMP)
+	$(PY) tests/bench/run.py
+
+lock: $(STAMP)
+	$(PY) -m pip install --quiet pip-tools
+	$(VENV)/bin/pip-compile --quiet --generate-hashes --allow-unsafe --strip-extras -o requirements.lock requirements.in
+	$(VENV)/bin/pip-compile --quiet --generate-hashes --allow-unsafe --strip-extras -o requirements-dev.lock requirements-dev.in
+
+clean:
+	rm -rf $(VENV) build dist *.egg-info .pytest_cache

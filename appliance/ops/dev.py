@@ -1,0 +1,108 @@
+"""`rigtel dev` (what `make run` calls): the whole appliance from the checkout.
+
+Lays out a prefix under var/dev in the checkout, writes its appliance.ini once (edit it
+freely afterwards), renders supervisord.conf from the same template the installer uses,
+and runs supervisord in the foreground. Ctrl-C stops every program cleanly.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+import sys
+from pathlib import Path
+from typing import Sequence
+
+from appliance.ops.layout import Layout, render_supervisord_conf
+
+CHECKOUT = Path(__file__).resolve().parents[2]
+
+DEV_SETTINGS = """\
+; Development settings for `make run`, written once by `rigtel dev`; edit freely.
+; Every setting: README.md ("Settings") or `make config`.
+
+[appliance]
+rig_id = dev-rig
+data_dir = {lib_dir}
+database_path = {lib_dir}/rigtel.db
+simulator_rate_hz = 1
+simulator_speed = 10
+simulator_events = kick@20m+10m,washout@50m+20m,spike:SPPA@80m+5m
+"""
+
+
+def port_in_use(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError:
+            return True
+    return False
+
+
+def prepare(prefix: Path, python: str) -> Layout:
+    """Create the prefix tree and its configuration files; returns the layout."""
+    layout = Layout(prefix.resolve())
+    layout.make_dirs()
+    if not layout.config_file.exists():
+        layout.config_file.write_text(DEV_SETTINGS.format(lib_dir=layout.lib_dir))
+    template = (CHECKOUT / "etc/supervisord.conf.in").read_text()
+    layout.supervisord_conf.write_text(render_supervisord_conf(template, layout, python))
+    return layout
+
+
+def main(argv: Sequence[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="rigtel dev", description="Run the whole appliance from this checkout under supervisord "
+                                       "(development prefix var/dev). Ctrl-C stops it.")
+    parser.add_argument("--prefix", default=str(CHECKOUT / "var/dev"),
+                        help="folder for the development tree (default: var/dev in the checkout)")
+    parser.add_argument("--no-start", action="store_true",
+                        help="write the configuration and print how to start, but do not start")
+    args = parser.parse_args(argv)
+
+    layout = prepare(Path(args.prefix), sys.executable)
+    conf = layout.supervisord_conf
+    sock = layout.run_dir / "supervisor.sock"
+
+    # settings as the programs will see them, to check the ports before starting
+    from appliance.config import ConfigError, load
+    try:
+        cfg = load(config_file=str(layout.config_file))
+    except ConfigError as e:
+        print(f"rigtel dev: configuration error: {e}", file=sys.stderr)
+        return 2
+    if sock.exists():
+        try:
+            with socket.socket(socket.AF_UNIX) as s:
+                s.connect(str(sock))
+            print(f"rigtel dev: supervisord is already running for {layout.root} "
+                  f"(`make status` shows it; `make stop` stops it).", file=sys.stderr)
+            return 1
+        except OSError:
+            sock.unlink()  # left over from a supervisord that was killed
+    busy = [p for p in (cfg.broker_frontend_port, cfg.broker_backend_port)
+            if port_in_use(cfg.bus_bind_host, p)]
+    if busy:
+        print(f"rigtel dev: port(s) {', '.join(map(str, busy))} on {cfg.bus_bind_host} are already in "
+              f"use, so the broker could not start. Find the owner with `ss -ltnp | grep -E "
+              f"':({'|'.join(map(str, busy))})'`, stop it, or choose other ports in {layout.config_file} "
+              f"(broker_frontend_port, broker_backend_port).", file=sys.stderr)
+        return 1
+
+    supervisorctl = f"{Path(sys.executable).parent / 'supervisorctl'} -c {conf}"
+    print(f"""
+Drilling telemetry appliance, development prefix {layout.root}
+  programs:  broker, simulator, logger (supervisord, restarted when they exit)
+  status:    make status     (or: {supervisorctl} status)
+  logs:      {layout.log_dir}/<program>.log   e.g. tail -f {layout.log_dir}/logger.log
+  settings:  {layout.config_file}   (make config shows the effective values)
+  stop:      Ctrl-C here, or make stop
+""", flush=True)
+    if args.no_start:
+        return 0
+    supervisord = str(Path(sys.executable).parent / "supervisord")
+    os.execv(supervisord, [supervisord, "-n", "-c", str(conf)])
+    return 1  # not reached: execv replaces this process

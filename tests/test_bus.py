@@ -1,0 +1,259 @@
+"""The bus end to end: a real broker process, real sockets on ephemeral ports."""
+
+from __future__ import annotations
+
+import math
+import signal
+import threading
+import time
+
+import pytest
+import zmq
+
+from appliance.bus import Publisher
+from appliance.bus.envelope import encode
+from tests.conftest import Collector, start_broker, start_program, wait_subscribed
+
+
+def test_many_publishers_and_subscribers_receive_everything_in_order(broker):
+    cfg = broker.settings()
+    publishers = [Publisher(f"pub{i}", settings=cfg) for i in range(3)]
+    n = 3000
+    with Collector(["drilling"], cfg) as a, Collector(["drilling", "probe"], cfg) as b:
+        a.topics.append("probe")  # not subscribed: proves the topic filter below
+        for p in publishers:
+            wait_subscribed(p, b)
+        for i in range(n):
+            for p in publishers:
+                p.publish("drilling", {"DMEA": 1000.0 + i, "n": i})
+        for c in (a, b):
+            c.wait_until(lambda c=c: sum(e.topic == "drilling" for e in c.envelopes) >= 3 * n,
+                         what=f"{3 * n} drilling messages")
+    for c in (a, b):
+        drilling = [e for e in c.envelopes if e.topic == "drilling"]
+        assert len(drilling) == 3 * n
+        for p in publishers:
+            mine = [e for e in drilling if e.src == p.src]
+            assert [e.frames[0].data["n"] for e in mine] == list(range(n))
+            seqs = [e.seq for e in mine]
+            assert seqs == list(range(seqs[0], seqs[0] + n))
+        assert c.tracker.gaps == 0 and c.stats["rejected"] == 0
+    assert "probe" not in a.topics_seen()  # `a` subscribed to drilling only
+    for p in publishers:
+        p.close()
+
+
+def test_batch_envelopes_deliver_every_frame(broker):
+    cfg = broker.settings()
+    with Publisher("batcher", settings=cfg) as pub, Collector(["drilling", "probe"], cfg) as c:
+        wait_subscribed(pub, c)
+        frames = [(1_700_000_000_000 + i, {"DMEA": float(i)}) for i in range(250)]
+        seq = pub.publish_batch("drilling", frames)
+        c.wait_until(lambda: any(e.topic == "drilling" for e in c.envelopes))
+        env = next(e for e in c.envelopes if e.topic == "drilling")
+        assert env.seq == seq
+        assert [(f.ts, f.data) for f in env.frames] == [(t, d) for t, d in frames]
+
+
+def test_slow_subscriber_gap_is_detected_and_counted(tmp_path):
+    # a small high-water mark at the broker, and a subscriber that stops reading
+    b = start_broker(tmp_path, 0, 0, "--set", "bus_receive_hwm=50")
+    try:
+        cfg = b.settings(bus_receive_hwm="50")
+        release = threading.Event()
+
+        class Slow(Collector):
+            def on_envelope(self, envelope):
+                if envelope.topic == "drilling" and envelope.seq == 1:
+                    release.wait(30)  # stall on the first data message
+                super().on_envelope(envelope)
+
+        total = 20_000
+        with Publisher("fast", settings=cfg) as pub, Slow(["drilling", "probe"], cfg) as c:
+            wait_subscribed(pub, c)
+            for i in range(total):
+                pub.publish("drilling", {"n": i})
+            release.set()
+            # the broker may drop anything while the subscriber is stalled, so the end
+            # marker is repeated until it gets through
+            deadline = time.monotonic() + 20
+            while not any(e.topic == "drilling.end" for e in c.envelopes):
+                assert time.monotonic() < deadline, "the subscriber never caught up"
+                pub.publish("drilling.end", {"last": total})
+                c.wait_change(0.1)
+            drilling = [e.seq for e in c.envelopes if e.topic == "drilling"]
+        assert c.tracker.gaps >= 1, "the stalled subscriber must see a gap"
+        # everything is accounted for: received + counted as lost == sent, up to the last received
+        assert len(drilling) + c.tracker.lost == max(drilling)
+        assert len(drilling) < total
+        assert sum(g.count for g in c.gaps) == c.tracker.lost
+    finally:
+        assert b.program.stop() == 0
+
+
+def test_broker_restart_mid_stream_both_sides_reconnect_and_report_the_gap(tmp_path):
+    b = start_broker(tmp_path)
+    cfg = b.settings()
+    stop = threading.Event()
+    errors: list[BaseException] = []
+    sent = []
+
+    def publish_forever(pub: Publisher) -> None:
+        try:
+            while not stop.is_set():
+                sent.append(pub.publish("drilling", {"t": time.time()}))
+                stop.wait(0.001)
+        except BaseException as e:  # the test fails on any publisher error
+            errors.append(e)
+
+    pub = Publisher("steady", settings=cfg)
+    with Collector(["drilling", "probe"], cfg) as c:
+        wait_subscribed(pub, c)
+        t = threading.Thread(target=publish_forever, args=(pub,), name="steady")
+        t.start()
+        try:
+            c.wait_until(lambda: sum(e.topic == "drilling" for e in c.envelopes) > 100)
+            assert b.program.stop(signal.SIGKILL) == -signal.SIGKILL
+            seen_before = len(c.envelopes)
+            # same ports: publishers and subscribers reconnect by themselves
+            b2 = start_broker(tmp_path, b.frontend_port, b.backend_port)
+            try:
+                c.wait_until(lambda: c.tracker.gaps >= 1 and len(c.envelopes) > seen_before + 100,
+                             timeout=30, what="traffic after the broker restart, with a gap")
+            finally:
+                stop.set()
+                t.join(5)
+                assert b2.program.stop() == 0
+        finally:
+            stop.set()
+            pub.close()
+    assert not errors
+    gap = c.gaps[0]
+    assert gap.src == pub.src and gap.topic == "drilling" and gap.count >= 1
+    seqs = [e.seq for e in c.envelopes if e.topic == "drilling"]
+    assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs)
+
+
+def test_malformed_and_oversized_messages_are_counted_and_nothing_crashes(broker):
+    cfg = broker.settings(bus_max_message_bytes="4096")
+    ctx = zmq.Context.instance()
+    raw = ctx.socket(zmq.PUB)
+    raw.setsockopt(zmq.LINGER, 0)
+    raw.connect(broker.frontend)
+    good = encode("rig-1.raw", "b1", 1, 1, data={"x": 1.0})
+    bad = [
+        [b"drilling"],  # one frame only
+        [b"drilling", good, b"extra"],  # three frames
+        [b"drilling", b"{not json"],
+        [b"drilling", b'{"v":1,"src":"s","boot":"b","seq":1,"ts":1,"data":{"x":NaN}}'],
+        [b"drilling", b'{"v":1,"src":"s","boot":"b","seq":"one","ts":1,"data":{}}'],
+        [b"drilling", b'{"v":2,"src":"s","boot":"b","seq":1,"ts":1,"data":{}}'],
+        [b"drilling", b"[1,2,3]"],
+        [b"\xff\xfe", good],  # topic not UTF-8
+        [b"drilling", b"x" * 10_000],  # over bus_max_message_bytes (4096 here)
+    ]
+    with Collector([""], cfg) as c, Publisher("probe", settings=cfg) as probe:
+        wait_subscribed(probe, c)
+        wait_raw_connected(raw, c)
+        for parts in bad:
+            raw.send_multipart(parts)
+        c.wait_until(lambda: c.stats["rejected"] >= len(bad), what=f"{len(bad)} rejections")
+        reasons = [r.reason for r in c.rejects]
+        # the bus still carries good traffic afterwards
+        seq = probe.publish("drilling", {"DMEA": 1.0})
+        c.wait_until(lambda: any(e.topic == "drilling" and e.seq == seq for e in c.envelopes))
+    raw.close()
+    expected = ["expected 2 frames", "expected 2 frames", "bad JSON", "bad JSON", "'seq' must be",
+                "unsupported envelope version", "not an object", "not UTF-8", "oversized"]
+    assert len(reasons) == len(expected)
+    for want, got in zip(expected, reasons):
+        assert want in got, (want, got)
+    assert broker.program.proc.poll() is None
+
+
+def test_publisher_refuses_what_the_bus_cannot_carry(tmp_path):
+    from tests.conftest import settings_for
+    cfg = settings_for(tmp_path, {"broker_frontend_port": "1", "bus_max_message_bytes": "2048"})
+    with Publisher("strict", settings=cfg) as pub:
+        with pytest.raises(ValueError, match="not a finite number"):
+            pub.publish("drilling", {"SPPA": math.nan})
+        with pytest.raises(ValueError, match="not a finite number"):
+            pub.publish_batch("drilling", [(1, {"SPPA": 1.0}), (2, {"nested": [math.inf]})])
+        with pytest.raises(ValueError, match="exceeds bus_max_message_bytes"):
+            pub.publish("custom_topic", {"blob": "x" * 5000})
+        with pytest.raises(ValueError, match="topic"):
+            pub.publish("has space", {})
+        with pytest.raises(ValueError, match="dict"):
+            pub.publish("drilling", [1, 2])  # type: ignore[arg-type]
+        # nothing was sent, so the sequence did not advance
+        assert pub.publish("drilling", {"SPPA": 1.0}) == 1
+
+
+def test_broker_publishes_statistics_and_heartbeats(broker):
+    cfg = broker.settings()
+    with Publisher("stats-test", settings=cfg) as pub, Collector(["sys", "probe"], cfg) as c:
+        wait_subscribed(pub, c)
+        for i in range(50):
+            pub.publish("custom_topic", {"i": i})
+
+        def counted() -> int:
+            return sum(e.frames[0].data["topics"].get("custom_topic", {}).get("messages", 0)
+                       for e in c.envelopes if e.topic == "sys.stats")
+
+        # all 50 are counted, in one stats window or spread over several
+        c.wait_until(lambda: counted() >= 50, what="sys.stats counting custom_topic")
+        c.wait_until(lambda: any(e.topic == "sys.heartbeat" for e in c.envelopes), what="a heartbeat")
+        assert counted() == 50
+    stats = [e.frames[0].data for e in c.envelopes if e.topic == "sys.stats"]
+    assert any(pub.src in s["sources"] for s in stats)
+    beat = next(e for e in c.envelopes if e.topic == "sys.heartbeat").frames[0].data
+    assert beat["program"] == "broker" and beat["uptime_s"] >= 0
+
+
+def test_broker_reports_a_busy_port_and_exits_non_zero(broker, tmp_path):
+    second = start_program(["broker", *broker.port_args()], tmp_path)
+    assert second.proc.wait(20) == 1
+    assert "cannot bind the bus ports" in second.output and "ss -ltnp" in second.output
+
+
+def test_logger_summarises_traffic_and_reports_gaps_and_alerts_in_full(broker, tmp_path):
+    logger = start_program(["logger", *broker.port_args(), "--set", "logger_summary_s=0.5"], tmp_path)
+    logger.wait_for("ready: listening")
+    ctx = zmq.Context.instance()
+    raw = ctx.socket(zmq.PUB)
+    raw.setsockopt(zmq.LINGER, 1000)
+    raw.connect(broker.frontend)
+    # the logger's subscription must reach the broker before the test's messages count:
+    # send probes until the logger's summary mentions them
+    deadline = time.monotonic() + 20
+    seq = 0
+    while True:
+        seq += 1
+        raw.send_multipart([b"probe", encode("rig-1.t", "boot1", seq, 1, data={})])
+        try:
+            logger.wait_for("probe: ", timeout=0.2)
+            break
+        except AssertionError:
+            assert time.monotonic() < deadline, logger.output
+    for s in (1, 2, 5):  # 3 and 4 go missing
+        raw.send_multipart([b"drilling", encode("rig-1.t", "boot1", s, 1, data={"DMEA": 1.0})])
+    raw.send_multipart([b"alert", encode("rig-1.t", "boot1", 1, 1, data={"kind": "kick", "state": "active"})])
+    raw.send_multipart([b"drilling", b"garbage"])
+    logger.wait_for(r"GAP: 2 message\(s\) lost from rig-1.t on 'drilling' \(seq 3..4\)")
+    logger.wait_for(r"alert from rig-1.t: .*\"kind\":\"kick\"")
+    logger.wait_for(r"REJECTED 15-byte message on 'drilling': bad JSON")
+    logger.wait_for(r"drilling: [\d.]+ msg/s")
+    raw.close()
+    assert logger.stop() == 0
+    assert "stopped" in logger.output
+
+
+def wait_raw_connected(raw: zmq.Socket, collector: Collector, timeout: float = 20) -> None:
+    """Send valid probes from a raw socket until the collector sees one."""
+    deadline = time.monotonic() + timeout
+    seq = 0
+    while not any(e.src == "rig-1.raw" for e in collector.envelopes):
+        assert time.monotonic() < deadline, "the raw socket never got through"
+        seq += 1
+        raw.send_multipart([b"probe", encode("rig-1.raw", "raw", seq, 1, data={})])
+        collector.wait_change(0.05)
