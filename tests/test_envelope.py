@@ -1,0 +1,103 @@
+"""The envelope codec and sequence tracking: pure functions, no sockets."""
+
+from __future__ import annotations
+
+import math
+
+import orjson
+import pytest
+
+from appliance.bus.envelope import Rejected, check_finite, decode, encode
+from appliance.bus.sequence import SequenceTracker, Verdict
+from appliance.channels import BY_WITS, CATALOGUE, check_value
+
+LIMIT = 1 << 20
+
+
+def test_single_frame_round_trip():
+    payload = encode("rig-1.sim", "b00t", 3, 1_764_449_520_123, data={"DMEA": 5012.5, "RPMA": 120})
+    env = decode(b"drilling", payload, LIMIT)
+    assert (env.topic, env.src, env.boot, env.seq, env.ts) == ("drilling", "rig-1.sim", "b00t", 3, 1_764_449_520_123)
+    assert len(env.frames) == 1 and env.frames[0].data == {"DMEA": 5012.5, "RPMA": 120}
+    assert env.frames[0].ts == env.ts and env.size == len(payload) + len(b"drilling")
+
+
+def test_batch_round_trip_keeps_each_frame_time():
+    frames = [(1000 + i, {"HKLA": 200.0 + i}) for i in range(5)]
+    env = decode(b"drilling", encode("s", "b", 1, 2000, batch=frames), LIMIT)
+    assert [(f.ts, f.data) for f in env.frames] == frames and env.ts == 2000
+
+
+def envelope(**over):
+    base = {"v": 1, "src": "s", "boot": "b", "seq": 1, "ts": 1, "data": {}}
+    base.update(over)
+    return orjson.dumps({k: v for k, v in base.items() if v is not ...})
+
+
+@pytest.mark.parametrize("payload, reason", [
+    (b"", "bad JSON"),
+    (b"\x00\xff", "bad JSON"),
+    (b'{"v":1,"src":"s","boot":"b","seq":1,"ts":1,"data":{"x":Infinity}}', "bad JSON"),
+    (b'"text"', "not an object"),
+    (envelope(v=...), "unsupported envelope version None"),
+    (envelope(src=""), "'src'"),
+    (envelope(boot=5), "'boot'"),
+    (envelope(seq=0), "'seq' must be a whole number >= 1"),
+    (envelope(seq=True), "'seq'"),
+    (envelope(seq=1.5), "'seq'"),
+    (envelope(ts=-1), "'ts' must be epoch milliseconds"),
+    (envelope(data=[1]), "'data' missing or not an object"),
+    (envelope(data=..., batch=[]), "'batch' must be a non-empty list"),
+    (envelope(data=..., batch=[{"ts": 1, "data": 3}]), "batch[0].data"),
+    (envelope(data=..., batch=[{"ts": "x", "data": {}}]), "batch[0].ts"),
+    (envelope(data=..., batch=[7]), "batch[0] is not an object"),
+])
+def test_bad_envelopes_are_rejected_with_a_reason(payload, reason):
+    with pytest.raises(Rejected) as e:
+        decode(b"drilling", payload, LIMIT)
+    assert reason in str(e.value)
+
+
+def test_size_and_topic_checks():
+    with pytest.raises(Rejected, match="oversized: 1033 bytes, the limit is 1024"):
+        decode(b"t", b"x" * 1032, 1024)
+    with pytest.raises(Rejected, match="empty topic"):
+        decode(b"", envelope(), LIMIT)
+    with pytest.raises(Rejected, match="not UTF-8"):
+        decode(b"\xc3", envelope(), LIMIT)
+
+
+def test_check_finite_finds_nested_nan():
+    check_finite({"a": 1.0, "b": [1, 2, {"c": 3.0}], "s": "nan"})
+    with pytest.raises(ValueError, match=r"data.b\[2\].c: nan"):
+        check_finite({"a": 1.0, "b": [1, 2, {"c": math.nan}]})
+
+
+def test_sequence_verdicts():
+    t = SequenceTracker()
+    assert t.observe("s", "b1", "drilling", 1) == (Verdict.FIRST, None)
+    assert t.observe("s", "b1", "drilling", 2) == (Verdict.NEXT, None)
+    verdict, gap = t.observe("s", "b1", "drilling", 6)
+    assert verdict is Verdict.GAP and (gap.first_missing, gap.last_missing, gap.count) == (3, 5, 3)
+    assert t.observe("s", "b1", "drilling", 4) == (Verdict.LATE, None)
+    assert t.observe("s", "b1", "drilling", 6) == (Verdict.LATE, None)
+    assert t.observe("s", "b1", "alert", 1) == (Verdict.FIRST, None)  # topics count separately
+    assert t.observe("s", "b2", "drilling", 1) == (Verdict.RESTART, None)
+    assert t.observe("s", "b2", "drilling", 2) == (Verdict.NEXT, None)
+    assert (t.gaps, t.lost, t.late, t.restarts) == (1, 3, 2, 1)
+    assert ("s", "b1", "drilling") not in t.last  # the replaced boot is forgotten
+
+
+def test_catalogue_is_consistent():
+    mnemonics = [c.mnemonic for c in CATALOGUE]
+    assert len(set(mnemonics)) == len(mnemonics)
+    assert BY_WITS["0108"].mnemonic == "DBTM" and BY_WITS["0110"].mnemonic == "DMEA"
+    assert {"0121", "0126", "0129", "0130", "0140"} <= set(BY_WITS)
+    for c in CATALOGUE:
+        assert c.low < c.high and c.unit and c.wits and len(c.wits) == 4
+    assert check_value("SPPA", 3000.0) is None
+    assert "outside the plausible range" in check_value("SPPA", -5.0)
+    assert "not finite" in check_value("SPPA", math.nan)
+    assert "not a number" in check_value("SPPA", "3000")
+    assert "not a number" in check_value("X", True)
+    assert check_value("CUSTOM", 1e12) is None  # unknown channels only need to be finite
