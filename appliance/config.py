@@ -205,6 +205,11 @@ SETTINGS: tuple[Setting, ...] = (
             "Kinds: kick, loss, washout, packoff, flatline:CHANNEL, spike:CHANNEL, dropout:CHANNEL."),
     Setting("simulator_labels_path", _text, "",
             "File the simulator appends ground-truth event labels to (JSON lines; empty: DATA_DIR/simulator-labels.jsonl)."),
+    # -- saver (storage)
+    Setting("saver_flush_ms", _int_range(10, 10_000), "100",
+            "Longest a received message waits before the saver commits it, in milliseconds."),
+    Setting("saver_batch_frames", _int_range(1, 1_000_000), "20000",
+            "The saver commits as soon as this many frames are waiting."),
     # -- logger
     Setting("logger_summary_s", _float_range(0.5, 3600), "5",
             "Seconds between the logger's per-topic summary lines."),

@@ -93,6 +93,16 @@ class DataSubscriber:
         """Called when a source reappears with a new boot id."""
         log.info("%s restarted (boot %s) on %r", envelope.src, envelope.boot, envelope.topic)
 
+    def on_first(self, envelope: Envelope) -> None:
+        """Called for the first message seen from a stream (a source, boot and topic)."""
+
+    def on_late(self, envelope: Envelope) -> bool:
+        """Called for a message whose seq was already passed (repeated or reordered).
+
+        Return whether to deliver it anyway; by default it is delivered.
+        """
+        return True
+
     def on_reject(self, reject: Reject) -> None:
         """Called for each unusable message; by default keeps it in self.rejects."""
         if len(self.rejects) == self.rejects.maxlen:
@@ -129,6 +139,10 @@ class DataSubscriber:
             self.on_gap(gap)
         elif verdict is Verdict.RESTART:
             self.on_restart(env)
+        elif verdict is Verdict.FIRST:
+            self.on_first(env)
+        elif verdict is Verdict.LATE and not self.on_late(env):
+            return
         self.stats["frames"] += len(env.frames)
         self.on_envelope(env)
 

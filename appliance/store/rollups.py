@@ -1,0 +1,67 @@
+"""Roll-up maths: min/max/sum/count/last per channel and time bucket. Pure, no SQL.
+
+The saver folds each batch into partial aggregates here, then merges them into the
+roll-up tables with an upsert (`MERGE_SQL`), so a bucket's row is exact however the data
+was split across batches: min of mins, max of maxes, sums and counts added, and the
+last value is the one with the latest timestamp.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+MINUTE_MS = 60_000
+HOUR_MS = 3_600_000
+
+# resolution name -> (table, bucket width in ms); "raw" is the samples table itself
+RESOLUTIONS: dict[str, tuple[str, int]] = {"1m": ("rollup_1m", MINUTE_MS), "1h": ("rollup_1h", HOUR_MS)}
+
+
+@dataclass(frozen=True, slots=True)
+class Aggregate:
+    channel_id: int
+    bucket: int  # bucket start, epoch ms
+    min: float
+    max: float
+    sum: float
+    count: int
+    last: float
+    last_ts: int
+
+
+def aggregate(channel_id: int, ts: np.ndarray, values: np.ndarray, width_ms: int) -> list[Aggregate]:
+    """Aggregates of one channel's (ts, value) samples per bucket of `width_ms`.
+
+    ts: int64 epoch ms, values: float64, same length, any order.
+    """
+    if len(ts) == 0:
+        return []
+    order = np.lexsort((ts, ts // width_ms))  # by bucket, then time within it
+    ts = ts[order]
+    values = values[order]
+    buckets = ts // width_ms
+    starts = np.flatnonzero(np.r_[True, buckets[1:] != buckets[:-1]])
+    ends = np.r_[starts[1:], len(ts)] - 1
+    mins = np.minimum.reduceat(values, starts)
+    maxs = np.maximum.reduceat(values, starts)
+    sums = np.add.reduceat(values, starts)
+    counts = np.diff(np.r_[starts, len(ts)])
+    return [Aggregate(channel_id, int(buckets[s]) * width_ms, float(mn), float(mx), float(sm),
+                      int(n), float(values[e]), int(ts[e]))
+            for s, e, mn, mx, sm, n in zip(starts, ends, mins, maxs, sums, counts)]
+
+
+def merge_sql(table: str) -> str:
+    """An upsert that folds a partial aggregate into the stored row of its bucket."""
+    return (f"INSERT INTO {table} (channel_id, bucket, min, max, sum, count, last, last_ts) "
+            f"VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (channel_id, bucket) DO UPDATE SET "
+            f"min = min({table}.min, excluded.min), max = max({table}.max, excluded.max), "
+            f"sum = {table}.sum + excluded.sum, count = {table}.count + excluded.count, "
+            f"last = CASE WHEN excluded.last_ts >= {table}.last_ts THEN excluded.last ELSE {table}.last END, "
+            f"last_ts = max({table}.last_ts, excluded.last_ts)")
+
+
+def as_row(a: Aggregate) -> tuple:
+    return (a.channel_id, a.bucket, a.min, a.max, a.sum, a.count, a.last, a.last_ts)

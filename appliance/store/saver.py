@@ -1,0 +1,167 @@
+"""`rigtel saver`: the single writer, from the bus into SQLite.
+
+Subscribes to every topic except `sys.*`, collects messages for at most `saver_flush_ms`
+(or `saver_batch_frames` frames) and commits them in one transaction with the last
+sequence number of each stream. On start it reads those positions back, so the first
+message of each stream after a restart shows exactly which sequence numbers were
+missed while it was down; they are recorded in `gaps` and logged. Rejected messages,
+refused values and repeated messages go to `dead_letters` with their reason.
+SIGTERM commits what is waiting and exits 0.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import time
+from typing import Sequence
+
+from appliance.bus.envelope import Envelope
+from appliance.bus.heartbeat import Heartbeat
+from appliance.bus.publisher import Publisher
+from appliance.bus.sequence import Gap
+from appliance.bus.subscriber import DataSubscriber, Reject
+from appliance.config import Config
+from appliance.store.writer import Batch, Writer, now_ms
+
+log = logging.getLogger("rigtel.saver")
+
+SKIP_PREFIX = "sys."
+RETRY_S = 1.0
+
+
+class Saver(DataSubscriber):
+    def __init__(self, cfg: Config, writer: Writer, publisher: Publisher | None = None, **kwargs) -> None:
+        super().__init__(topics=[""], settings=cfg, **kwargs)
+        self.writer = writer
+        self.flush_s = cfg.saver_flush_ms / 1000
+        self.batch_frames = cfg.saver_batch_frames
+        self.batch = Batch()
+        self.pending_frames = 0
+        self.oldest_pending = 0.0
+        self.retry_at = 0.0
+        self.commits = 0
+        self.last_commit_ms = 0
+        self.heartbeat = Heartbeat(publisher, "saver", cfg.bus_heartbeat_s, stats=self.summary) if publisher else None
+        # where each stream stopped last time: the next message tells what was missed
+        for src, boot, topic, last_seq, _ in writer.stream_positions():
+            self.tracker.last[(src, boot, topic)] = last_seq
+            self.tracker.boots[(src, topic)] = boot
+
+    def summary(self) -> dict:
+        t = self.writer.totals
+        return {"commits": self.commits, "frames": t.frames, "values": t.values, "events": t.events,
+                "alerts": t.alerts, "dead_letters": t.dead_letters, "gaps": t.gaps,
+                "pending_frames": self.pending_frames, "last_commit_ms": self.last_commit_ms}
+
+    # -- collecting -----------------------------------------------------------------------
+
+    def _pending(self, frames: int) -> None:
+        if not self.batch:
+            self.oldest_pending = time.monotonic()
+        self.pending_frames += frames
+
+    def on_envelope(self, env: Envelope) -> None:
+        if env.topic.startswith(SKIP_PREFIX):
+            return
+        self._pending(len(env.frames))
+        self.batch.envelopes.append(env)
+        if self.pending_frames >= self.batch_frames:
+            self.flush()
+
+    def on_gap(self, gap: Gap) -> None:
+        if gap.topic.startswith(SKIP_PREFIX):
+            return
+        super().on_gap(gap)
+        self._pending(0)
+        self.batch.gaps.append(gap)
+
+    def on_first(self, env: Envelope) -> None:
+        self._joined(env)
+
+    def on_restart(self, env: Envelope) -> None:
+        super().on_restart(env)
+        self._joined(env)
+
+    def _joined(self, env: Envelope) -> None:
+        """A stream met after its start: what came before is not stored, and is recorded so."""
+        if env.seq > 1 and not env.topic.startswith(SKIP_PREFIX):
+            log.warning("%s on %r first seen at seq %d: seq 1..%d are not in the database",
+                        env.src, env.topic, env.seq, env.seq - 1)
+            self._pending(0)
+            self.batch.gaps.append(Gap(env.src, env.boot, env.topic, 1, env.seq - 1))
+
+    def on_late(self, env: Envelope) -> bool:
+        if env.topic.startswith(SKIP_PREFIX):
+            return False
+        last = self.tracker.last.get((env.src, env.boot, env.topic))
+        self._pending(0)
+        self.batch.refused.append((now_ms(), env.topic, env.src, env.seq,
+                                   f"repeated or out of order: seq {env.seq} after {last}",
+                                   env.size, b""))
+        return False
+
+    def on_reject(self, reject: Reject) -> None:
+        self._pending(0)
+        self.batch.rejects.append(reject)
+
+    # -- committing -----------------------------------------------------------------------
+
+    def on_idle(self) -> None:
+        if self.heartbeat is not None:
+            self.heartbeat.tick()
+        now = time.monotonic()
+        if self.batch and now - self.oldest_pending >= self.flush_s and now >= self.retry_at:
+            self.flush()
+
+    def flush(self) -> bool:
+        """Commit what is waiting; on a database error keep it and retry shortly."""
+        if not self.batch:
+            return True
+        try:
+            self.writer.commit(self.batch)
+        except sqlite3.Error as e:
+            self.retry_at = time.monotonic() + RETRY_S
+            log.error("cannot commit %d message(s) (%s); keeping them and retrying in %.0f s",
+                      len(self.batch.envelopes), e, RETRY_S)
+            return False
+        self.commits += 1
+        self.last_commit_ms = now_ms()
+        self.batch = Batch()
+        self.pending_frames = 0
+        return True
+
+
+def main(argv: Sequence[str]) -> int:
+    from appliance.cli import load_settings, settings_parser
+    from appliance.ops.runtime import StopSignal, configure_logging
+
+    parser = settings_parser("saver", "Store everything on the bus (except sys.*) in the SQLite "
+                                      "database at database_path.")
+    cfg = load_settings(parser.parse_args(argv))
+    configure_logging(cfg, "saver")
+    stop = StopSignal().install()
+    try:
+        writer = Writer(cfg.database_path)
+    except (sqlite3.Error, OSError, RuntimeError) as e:
+        log.error("cannot open the database %s: %s. Check database_path and that the folder is "
+                  "writable by this user.", cfg.database_path, e)
+        return 1
+    try:
+        with Publisher("saver", settings=cfg) as pub:
+            saver = Saver(cfg, writer, pub, stop_event=stop.event)
+            log.info("ready: writing %s, listening on %s (%d stream position(s) restored)",
+                     cfg.database_path, saver.endpoint, len(saver.tracker.last))
+            saver.start()
+            # SIGTERM: commit what is waiting before leaving
+            for _ in range(3):
+                if saver.flush():
+                    break
+                time.sleep(RETRY_S)  # a retry back-off, within supervisord's stopwaitsecs
+            else:
+                log.error("exiting with %d uncommitted message(s)", len(saver.batch.envelopes))
+                return 1
+    finally:
+        writer.close()
+    log.info("stopped: %s", saver.summary())
+    return 0

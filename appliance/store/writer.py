@@ -1,0 +1,231 @@
+"""The single writer: turns accepted bus messages into rows, one transaction per batch.
+
+Everything a batch produces (samples, roll-ups, events, alerts, dead letters, stream
+positions and gaps) is written in one `BEGIN IMMEDIATE` transaction, so after a crash
+the database and the recorded sequence numbers always agree: whatever is committed is
+complete, and whatever was lost is exactly the messages after each stream's `last_seq`.
+This module holds every INSERT and UPDATE of the appliance's data.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import sqlite3
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import orjson
+
+from appliance.bus.envelope import Envelope
+from appliance.bus.sequence import Gap
+from appliance.bus.subscriber import Reject
+from appliance.channels import BY_MNEMONIC, check_value
+from appliance.store import rollups
+from appliance.store.schema import connect_writer
+
+# Topics whose frames are channel values by mnemonic (catalogue-checked); any other
+# topic's numeric keys are stored as channels named TOPIC.KEY.
+CHANNEL_TOPICS = ("drilling", "derived")
+ALERT_TOPIC = "alert"
+CHANNEL_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.:/%-]{0,127}$")
+KEEP_PAYLOAD_BYTES = 4096
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+@dataclass
+class Batch:
+    """What the saver collected since its last commit."""
+
+    envelopes: list[Envelope] = field(default_factory=list)
+    rejects: list[Reject] = field(default_factory=list)
+    gaps: list[Gap] = field(default_factory=list)
+    # (received_ms, topic, src, seq, reason, size, payload) for messages refused after
+    # decoding, such as duplicates
+    refused: list[tuple] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.envelopes) + len(self.rejects) + len(self.gaps) + len(self.refused)
+
+
+@dataclass
+class CommitStats:
+    messages: int = 0
+    frames: int = 0
+    values: int = 0
+    events: int = 0
+    alerts: int = 0
+    dead_letters: int = 0
+    gaps: int = 0
+    new_channels: int = 0
+
+
+def is_number(v: Any) -> bool:
+    return (isinstance(v, (int, float)) and not isinstance(v, bool)) and math.isfinite(v)
+
+
+class Writer:
+    """Owns the writing connection. Not thread-safe: one thread, one Writer."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.db: sqlite3.Connection = connect_writer(self.path)
+        self.columns: dict[str, str] = {}  # channel name -> column in `samples`
+        self.channel_ids: dict[str, int] = {}
+        for cid, name in self.db.execute("SELECT id, name FROM channels"):
+            self.columns[name] = f"c{cid}"
+            self.channel_ids[name] = cid
+        self._upserts: dict[tuple[str, ...], str] = {}
+        self.totals = CommitStats()
+
+    def close(self) -> None:
+        self.db.close()
+
+    # -- reading back what was committed, for restarts ------------------------------------
+
+    def stream_positions(self) -> list[tuple[str, str, str, int, int]]:
+        """(src, boot, topic, last_seq, updated_ms) of every stream, oldest update first."""
+        return self.db.execute(
+            "SELECT src, boot, topic, last_seq, updated_ms FROM streams ORDER BY updated_ms").fetchall()
+
+    # -- writing --------------------------------------------------------------------------
+
+    def _channel(self, name: str, topic: str, ts: int) -> str:
+        column = self.columns.get(name)
+        if column is None:
+            unit = BY_MNEMONIC[name].unit if name in BY_MNEMONIC else ""
+            cid = self.db.execute("INSERT INTO channels (name, topic, unit, first_ts) VALUES (?, ?, ?, ?)",
+                                  (name, topic, unit, ts)).lastrowid
+            column = f"c{cid}"
+            self.db.execute(f"ALTER TABLE samples ADD COLUMN {column} REAL")
+            self.columns[name] = column
+            self.channel_ids[name] = cid
+            self._stats.new_channels += 1
+        return column
+
+    def _upsert_sql(self, columns: tuple[str, ...]) -> str:
+        sql = self._upserts.get(columns)
+        if sql is None:
+            names = ", ".join(columns)
+            marks = ", ".join("?" * (len(columns) + 1))
+            sets = ", ".join(f"{c} = excluded.{c}" for c in columns)
+            sql = (f"INSERT INTO samples (ts, {names}) VALUES ({marks}) "
+                   f"ON CONFLICT (ts) DO UPDATE SET {sets}")
+            self._upserts[columns] = sql
+        return sql
+
+    def commit(self, batch: Batch) -> CommitStats:
+        """Write one batch in one transaction; returns what it wrote."""
+        self._stats = stats = CommitStats()
+        received = now_ms()
+        dead: list[tuple] = [(r.received_ms, r.topic.decode("utf-8", "replace"), None, None,
+                              r.reason, r.size, r.payload) for r in batch.rejects]
+        dead.extend(batch.refused)
+        rows_by_columns: dict[tuple[str, ...], list[tuple]] = defaultdict(list)
+        series: dict[str, tuple[list[int], list[float]]] = defaultdict(lambda: ([], []))
+        events: list[tuple] = []
+        alerts: list[tuple] = []
+        streams: dict[tuple[str, str, str], list[int]] = {}
+
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            for env in batch.envelopes:
+                stats.messages += 1
+                key = (env.src, env.boot, env.topic)
+                span = streams.get(key)
+                if span is None:
+                    streams[key] = [env.seq, env.seq, 1]
+                else:
+                    span[0] = min(span[0], env.seq)
+                    span[1] = max(span[1], env.seq)
+                    span[2] += 1
+                topic = env.topic
+                for frame in env.frames:
+                    stats.frames += 1
+                    data = frame.data
+                    if topic == ALERT_TOPIC:
+                        alerts.append((frame.ts, env.src, env.seq, _text(data.get("id")),
+                                       _text(data.get("kind")), _text(data.get("state")),
+                                       _text(data.get("priority")), orjson.dumps(data).decode()))
+                        continue
+                    channel_topic = topic in CHANNEL_TOPICS
+                    if not channel_topic and not all(is_number(v) for v in data.values()):
+                        events.append((frame.ts, topic, env.src, env.seq, orjson.dumps(data).decode()))
+                        continue
+                    names: list[str] = []
+                    values: list[float] = []
+                    for k, v in data.items():
+                        name = k if channel_topic else f"{topic}.{k}"
+                        reason = None if CHANNEL_NAME.match(name) else "bad channel name"
+                        reason = reason or check_value(name, v)
+                        if reason is not None:
+                            dead.append((received, topic, env.src, env.seq, reason, 0,
+                                         orjson.dumps({"ts": frame.ts, k[:200]: v})[:KEEP_PAYLOAD_BYTES]))
+                            continue
+                        column = self._channel(name, topic, frame.ts)
+                        names.append(column)
+                        values.append(float(v))
+                        ts_list, value_list = series[name]
+                        ts_list.append(frame.ts)
+                        value_list.append(float(v))
+                    if names:
+                        stats.values += len(names)
+                        rows_by_columns[tuple(names)].append((frame.ts, *values))
+
+            for columns, rows in rows_by_columns.items():
+                self.db.executemany(self._upsert_sql(columns), rows)
+            for table, width in rollups.RESOLUTIONS.values():
+                merged = []
+                for name, (ts_list, value_list) in series.items():
+                    merged.extend(rollups.as_row(a) for a in rollups.aggregate(
+                        self.channel_ids[name], np.array(ts_list, dtype=np.int64),
+                        np.array(value_list, dtype=np.float64), width))
+                self.db.executemany(rollups.merge_sql(table), merged)
+            if events:
+                self.db.executemany("INSERT INTO events (ts, topic, src, seq, data) VALUES (?, ?, ?, ?, ?)", events)
+            if alerts:
+                self.db.executemany("INSERT INTO alerts (ts, src, seq, alert_id, kind, state, priority, data) "
+                                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?)", alerts)
+            if dead:
+                self.db.executemany("INSERT INTO dead_letters (received_ms, topic, src, seq, reason, size, payload) "
+                                    "VALUES (?, ?, ?, ?, ?, ?, ?)", dead)
+            if batch.gaps:
+                self.db.executemany("INSERT INTO gaps (src, boot, topic, first_seq, last_seq, detected_ms) "
+                                    "VALUES (?, ?, ?, ?, ?, ?)",
+                                    [(g.src, g.boot, g.topic, g.first_missing, g.last_missing, received)
+                                     for g in batch.gaps])
+            self.db.executemany(
+                "INSERT INTO streams (src, boot, topic, first_seq, last_seq, messages, updated_ms) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (src, boot, topic) DO UPDATE SET "
+                "first_seq = min(streams.first_seq, excluded.first_seq), "
+                "last_seq = max(streams.last_seq, excluded.last_seq), "
+                "messages = streams.messages + excluded.messages, updated_ms = excluded.updated_ms",
+                [(s, b, t, lo, hi, n, received) for (s, b, t), (lo, hi, n) in streams.items()])
+            self.db.execute("COMMIT")
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            # a rolled-back ALTER TABLE takes its column with it
+            self.columns = {n: c for n, c in self.columns.items() if n in self.channel_ids and
+                            self._column_exists(c)}
+            self.channel_ids = {n: i for n, i in self.channel_ids.items() if n in self.columns}
+            raise
+        stats.events, stats.alerts = len(events), len(alerts)
+        stats.dead_letters, stats.gaps = len(dead), len(batch.gaps)
+        for name in vars(stats):
+            setattr(self.totals, name, getattr(self.totals, name) + getattr(stats, name))
+        return stats
+
+    def _column_exists(self, column: str) -> bool:
+        return any(row[1] == column for row in self.db.execute("PRAGMA table_info(samples)"))
+
+
+def _text(v: Any) -> str | None:
+    return None if v is None else str(v)[:200]
+

@@ -1,0 +1,170 @@
+"""The writer against a real SQLite file: rows, roll-ups, dead letters, stream positions."""
+
+from __future__ import annotations
+
+import sqlite3
+
+import numpy as np
+import orjson
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from appliance.bus.envelope import Envelope, Frame
+from appliance.bus.sequence import Gap
+from appliance.bus.subscriber import Reject
+from appliance.store import rollups
+from appliance.store.writer import Batch, Writer
+
+T0 = 1_764_449_520_000  # 2025-11-29 20:52 UTC, on a minute boundary
+
+
+def env(topic: str, seq: int, frames: list[tuple[int, dict]], src: str = "rig-1.sim", boot: str = "b1") -> Envelope:
+    return Envelope(topic, src, boot, seq, frames[-1][0], tuple(Frame(t, d) for t, d in frames), 100)
+
+
+def sample_columns(db: sqlite3.Connection) -> dict[str, str]:
+    return {name: f"c{cid}" for cid, name in db.execute("SELECT id, name FROM channels")}
+
+
+def test_frames_become_rows_and_new_channels_just_work(tmp_path):
+    w = Writer(tmp_path / "t.db")
+    batch = Batch([env("drilling", 1, [(T0 + i * 1000, {"DMEA": 5000.0 + i, "HKLA": 200.0}) for i in range(10)])])
+    assert w.commit(batch).frames == 10
+    # a channel appearing mid-stream, and an integrator's custom numeric topic
+    w.commit(Batch([env("drilling", 2, [(T0 + 10_000, {"DMEA": 5010.0, "GASA": 1.5})]),
+                    env("mud_lab", 1, [(T0 + 10_000, {"viscosity": 45})])]))
+    cols = sample_columns(w.db)
+    assert set(cols) == {"DMEA", "HKLA", "GASA", "mud_lab.viscosity"}
+    rows = w.db.execute(f"SELECT ts, {cols['DMEA']}, {cols['HKLA']}, {cols['GASA']}, {cols['mud_lab.viscosity']} "
+                        "FROM samples ORDER BY ts").fetchall()
+    assert len(rows) == 11
+    assert rows[0] == (T0, 5000.0, 200.0, None, None)
+    assert rows[-1] == (T0 + 10_000, 5010.0, None, 1.5, 45.0)  # merged by timestamp
+    assert w.db.execute("SELECT unit FROM channels WHERE name = 'HKLA'").fetchone() == ("klbf",)
+    assert w.stream_positions()[0][:4] == ("rig-1.sim", "b1", "drilling", 2)
+    w.close()
+
+
+def test_bad_values_are_dead_lettered_and_good_ones_kept(tmp_path):
+    w = Writer(tmp_path / "t.db")
+    frame = {"DMEA": 5000.0, "SPPA": -50.0, "RPMA": "fast", "HKLA": True, "bad name;--": 1.0}
+    stats = w.commit(Batch(
+        [env("drilling", 1, [(T0, frame)])],
+        rejects=[Reject(T0, b"drilling", b"{not json", 9, "bad JSON: unexpected character")],
+        gaps=[Gap("rig-1.sim", "b1", "drilling", 5, 7)]))
+    assert stats.values == 1 and stats.dead_letters == 5 and stats.gaps == 1
+    reasons = [r for (r,) in w.db.execute("SELECT reason FROM dead_letters ORDER BY id")]
+    assert reasons[0].startswith("bad JSON")
+    assert any("SPPA: -50 psi outside the plausible range" in r for r in reasons)
+    assert any("RPMA: not a number (str)" in r for r in reasons)
+    assert any("HKLA: not a number (bool)" in r for r in reasons)
+    assert "bad channel name" in reasons
+    assert w.db.execute("SELECT first_seq, last_seq FROM gaps").fetchall() == [(5, 7)]
+    payload = w.db.execute("SELECT payload FROM dead_letters WHERE reason LIKE 'SPPA%'").fetchone()[0]
+    assert orjson.loads(payload) == {"ts": T0, "SPPA": -50.0}
+
+
+def test_custom_payloads_go_to_events_and_alerts_to_alerts(tmp_path):
+    w = Writer(tmp_path / "t.db")
+    w.commit(Batch([
+        env("custom_topic", 1, [(T0, {"note": "cement job", "volume_bbl": 120.0})]),
+        env("alert", 1, [(T0 + 5, {"id": "kick-1", "kind": "kick", "state": "active_unack", "priority": "high",
+                                   "evidence": {"pit_gain_bbl": 6.2}})], src="rig-1.predictor"),
+    ]))
+    assert w.db.execute("SELECT topic, src, seq, data FROM events").fetchone() == (
+        "custom_topic", "rig-1.sim", 1, '{"note":"cement job","volume_bbl":120.0}')
+    row = w.db.execute("SELECT ts, alert_id, kind, state, priority, data FROM alerts").fetchone()
+    assert row[:5] == (T0 + 5, "kick-1", "kick", "active_unack", "high")
+    assert orjson.loads(row[5])["evidence"] == {"pit_gain_bbl": 6.2}
+
+
+def brute_force(db: sqlite3.Connection, column: str, width: int) -> list[tuple]:
+    out = []
+    rows = db.execute(f"SELECT ts, {column} FROM samples WHERE {column} IS NOT NULL ORDER BY ts").fetchall()
+    buckets: dict[int, list[tuple]] = {}
+    for ts, v in rows:
+        buckets.setdefault(ts // width * width, []).append((ts, v))
+    for b, items in sorted(buckets.items()):
+        vals = [v for _, v in items]
+        out.append((b, min(vals), max(vals), pytest.approx(sum(vals)), len(vals), items[-1][1], items[-1][0]))
+    return out
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    offsets=st.lists(st.integers(min_value=0, max_value=3 * 3_600_000), min_size=1, max_size=300, unique=True),
+    splits=st.lists(st.integers(min_value=1, max_value=50), min_size=1, max_size=10),
+    data=st.data(),
+)
+def test_rollups_equal_a_brute_force_computation_however_batches_are_split(tmp_path_factory, offsets, splits, data):
+    values = data.draw(st.lists(st.floats(min_value=0, max_value=5000, allow_nan=False),
+                                min_size=len(offsets), max_size=len(offsets)))
+    w = Writer(tmp_path_factory.mktemp("r") / "t.db")
+    frames = [(T0 + o, {"SPPA": v}) for o, v in zip(offsets, values)]
+    seq, i = 0, 0
+    while i < len(frames):  # batches of varying size, arriving in any order
+        n = splits[seq % len(splits)]
+        seq += 1
+        w.commit(Batch([env("drilling", seq, frames[i:i + n])]))
+        i += n
+    col = sample_columns(w.db)["SPPA"]
+    cid = int(col[1:])
+    for table, width in rollups.RESOLUTIONS.values():
+        stored = w.db.execute(f"SELECT bucket, min, max, sum, count, last, last_ts FROM {table} "
+                              "WHERE channel_id = ? ORDER BY bucket", (cid,)).fetchall()
+        assert stored == brute_force(w.db, col, width)
+    w.close()
+
+
+def test_aggregate_handles_unsorted_input():
+    ts = np.array([T0 + 61_000, T0 + 1_000, T0 + 59_000, T0 + 120_000], dtype=np.int64)
+    vals = np.array([4.0, 1.0, 3.0, 9.0])
+    aggs = rollups.aggregate(7, ts, vals, rollups.MINUTE_MS)
+    assert [(a.bucket - T0, a.min, a.max, a.count, a.last) for a in aggs] == [
+        (0, 1.0, 3.0, 2, 3.0), (60_000, 4.0, 4.0, 1, 4.0), (120_000, 9.0, 9.0, 1, 9.0)]
+
+
+def test_a_failed_commit_leaves_nothing_behind(tmp_path):
+    w = Writer(tmp_path / "t.db")
+    w.commit(Batch([env("drilling", 1, [(T0, {"DMEA": 1.0})])]))
+    bad = Batch([env("drilling", 2, [(T0 + 1, {"NEWCH": 2.0})])])
+    bad.gaps.append("not a gap")  # type: ignore[arg-type]  # makes the commit fail midway
+    with pytest.raises(AttributeError):
+        w.commit(bad)
+    assert w.db.execute("SELECT count(*) FROM samples").fetchone() == (1,)
+    assert "NEWCH" not in sample_columns(w.db) and "NEWCH" not in w.columns
+    # and the writer still works, including for the channel whose column was rolled back
+    w.commit(Batch([env("drilling", 2, [(T0 + 1, {"NEWCH": 2.0})])]))
+    assert w.db.execute(f"SELECT {sample_columns(w.db)['NEWCH']} FROM samples WHERE ts = ?", (T0 + 1,)).fetchone() == (2.0,)
+
+
+def test_series_picks_the_resolution_for_the_window_and_budget(tmp_path):
+    from appliance.store.read import QueryError, series
+    w = Writer(tmp_path / "t.db")
+    # 6 hours of one channel at 1 Hz, written as a source would, in batches
+    for hour in range(6):
+        frames = [(T0 + (hour * 3600 + s) * 1000, {"HKLA": 200.0 + (s % 60)}) for s in range(3600)]
+        w.commit(Batch([env("drilling", hour + 1, frames)]))
+    db = w.db
+    ten_min = series(db, ["HKLA"], T0, T0 + 600_000)
+    assert ten_min["resolution"] == "raw" and len(ten_min["channels"]["HKLA"]["value"]) == 600
+    six_h = series(db, ["HKLA"], T0, T0 + 6 * 3_600_000)
+    assert six_h["resolution"] == "1m"
+    hk = six_h["channels"]["HKLA"]
+    assert len(hk["ts"]) == 360 and hk["min"][0] == 200.0 and hk["max"][0] == 259.0
+    assert hk["avg"][0] == pytest.approx(229.5) and hk["count"][0] == 60
+    coarse = series(db, ["HKLA"], T0, T0 + 6 * 3_600_000, max_points=100)
+    counts = coarse["channels"]["HKLA"]["count"]
+    # T0 is 20:52, so the hours are 8 minutes, five whole ones, and 52 minutes
+    assert coarse["resolution"] == "1h" and counts == [480] + [3600] * 5 + [3120]
+    # an odd window: the estimate counts whole minutes at the edges (at most two extra),
+    # and the raw read returns exactly the samples inside
+    odd = series(db, ["HKLA"], T0 + 30_500, T0 + 30_500 + 1_900_000, max_points=2020)
+    assert odd["resolution"] == "raw" and len(odd["channels"]["HKLA"]["ts"]) == 1900
+    with pytest.raises(QueryError, match="unknown channel"):
+        series(db, ["NOPE"], T0, T0 + 1000)
+    with pytest.raises(QueryError, match="inverted"):
+        series(db, ["HKLA"], T0 + 1000, T0)
+    with pytest.raises(QueryError, match="max_points"):
+        series(db, ["HKLA"], T0, T0 + 1000, max_points=0)
