@@ -120,6 +120,17 @@ def _host(text: str) -> str:
     return t
 
 
+_CLOCK = re.compile(r"^([01]?\d|2[0-3]):([0-5]\d)$")
+
+
+def _clock(text: str) -> str:
+    t = text.strip()
+    if not _CLOCK.match(t):
+        raise ValueError("expected a time of day HH:MM, 00:00 to 23:59")
+    return t
+
+
+_clock.__doc__ = "HH:MM"
 _text.__doc__ = "text"
 _bool.__doc__ = "true | false"
 _identifier.__doc__ = "identifier"
@@ -210,6 +221,23 @@ SETTINGS: tuple[Setting, ...] = (
             "Longest a received message waits before the saver commits it, in milliseconds."),
     Setting("saver_batch_frames", _int_range(1, 1_000_000), "20000",
             "The saver commits as soon as this many frames are waiting."),
+    # -- maintenance (backups, retention, disk guard)
+    Setting("backup_dir", _text, "",
+            "Folder for database backups (empty: DATA_DIR/backups)."),
+    Setting("backup_time", _clock, "02:30",
+            "Local time of the nightly backup and integrity check, HH:MM."),
+    Setting("backup_keep_daily", _int_range(1, 365), "7",
+            "Nightly backups kept."),
+    Setting("backup_keep_weekly", _int_range(0, 520), "4",
+            "Weekly backups kept (the Sunday night backup of each week), beyond the daily ones."),
+    Setting("retention_raw_days", _float_range(0, 36500), "90",
+            "Raw samples older than this many days are pruned; roll-ups are kept for the life of the well (0: keep raw forever)."),
+    Setting("retention_batch_rows", _int_range(100, 1_000_000), "5000",
+            "Rows deleted per pruning step, so pruning never stalls ingest."),
+    Setting("disk_min_free_mb", _int_range(0, 10_000_000), "1024",
+            "Below this much free space on the database's filesystem, the oldest raw samples are pruned and an alert raised."),
+    Setting("maintenance_check_s", _float_range(1, 86400), "60",
+            "Seconds between retention and disk-space checks."),
     # -- logger
     Setting("logger_summary_s", _float_range(0.5, 3600), "5",
             "Seconds between the logger's per-topic summary lines."),
