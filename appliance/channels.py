@@ -72,6 +72,8 @@ def check_value(mnemonic: str, value: object) -> str | None:
     """
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return f"{mnemonic}: not a number ({type(value).__name__})"
+    if isinstance(value, int) and abs(value) > 1e308:
+        return f"{mnemonic}: {str(value)[:20]}... is too large"
     if not math.isfinite(value):
         return f"{mnemonic}: not finite ({value})"
     channel = BY_MNEMONIC.get(mnemonic)

@@ -36,21 +36,28 @@ def aggregate(channel_id: int, ts: np.ndarray, values: np.ndarray, width_ms: int
 
     ts: int64 epoch ms, values: float64, same length, any order.
     """
-    if len(ts) == 0:
+    n = len(ts)
+    if n == 0:
         return []
-    order = np.lexsort((ts, ts // width_ms))  # by bucket, then time within it
-    ts = ts[order]
-    values = values[order]
+    if n > 1 and not (ts[1:] >= ts[:-1]).all():  # usually already in time order
+        order = np.argsort(ts, kind="stable")
+        ts = ts[order]
+        values = values[order]
     buckets = ts // width_ms
-    starts = np.flatnonzero(np.r_[True, buckets[1:] != buckets[:-1]])
-    ends = np.r_[starts[1:], len(ts)] - 1
+    change = np.empty(n, dtype=bool)
+    change[0] = True
+    np.not_equal(buckets[1:], buckets[:-1], out=change[1:])
+    starts = np.flatnonzero(change)
+    bounds = np.append(starts, n)
+    ends = bounds[1:] - 1
     mins = np.minimum.reduceat(values, starts)
     maxs = np.maximum.reduceat(values, starts)
     sums = np.add.reduceat(values, starts)
-    counts = np.diff(np.r_[starts, len(ts)])
-    return [Aggregate(channel_id, int(buckets[s]) * width_ms, float(mn), float(mx), float(sm),
-                      int(n), float(values[e]), int(ts[e]))
-            for s, e, mn, mx, sm, n in zip(starts, ends, mins, maxs, sums, counts)]
+    counts = np.diff(bounds)
+    return [Aggregate(channel_id, b * width_ms, mn, mx, sm, c, last, last_ts)
+            for b, mn, mx, sm, c, last, last_ts in zip(
+                buckets[starts].tolist(), mins.tolist(), maxs.tolist(), sums.tolist(),
+                counts.tolist(), values[ends].tolist(), ts[ends].tolist())]
 
 
 def merge_sql(table: str) -> str:

@@ -14,6 +14,7 @@ import re
 import sqlite3
 import time
 from collections import defaultdict
+from itertools import chain
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,7 @@ from typing import Any
 import numpy as np
 import orjson
 
-from appliance.bus.envelope import Envelope
+from appliance.bus.envelope import Envelope, Frame
 from appliance.bus.sequence import Gap
 from appliance.bus.subscriber import Reject
 from appliance.channels import BY_MNEMONIC, check_value
@@ -55,6 +56,15 @@ class Batch:
         return len(self.envelopes) + len(self.rejects) + len(self.gaps) + len(self.refused)
 
 
+@dataclass(frozen=True)
+class Plan:
+    names: tuple[str, ...]  # channel names, in the frames' key order
+    columns: tuple[str, ...]  # their columns in `samples` (empty when a name is invalid)
+    valid: bool
+    low: np.ndarray  # plausible range per channel; +-inf for channels outside the catalogue
+    high: np.ndarray
+
+
 @dataclass
 class CommitStats:
     messages: int = 0
@@ -83,6 +93,7 @@ class Writer:
             self.columns[name] = f"c{cid}"
             self.channel_ids[name] = cid
         self._upserts: dict[tuple[str, ...], str] = {}
+        self._plans: dict[tuple[str, tuple[str, ...]], Plan] = {}
         self.totals = CommitStats()
 
     def close(self) -> None:
@@ -121,6 +132,20 @@ class Writer:
             self._upserts[columns] = sql
         return sql
 
+    def _plan(self, topic: str, keys: tuple[str, ...], ts: int) -> Plan:
+        """How frames of `topic` with exactly these keys are stored (cached per key set)."""
+        plan = self._plans.get((topic, keys))
+        if plan is None:
+            channel_topic = topic in CHANNEL_TOPICS
+            names = tuple(k if channel_topic else f"{topic}.{k}" for k in keys)
+            valid = all(CHANNEL_NAME.match(n) for n in names)
+            columns = tuple(self._channel(n, topic, ts) for n in names) if valid else ()
+            bounds = [(BY_MNEMONIC[n].low, BY_MNEMONIC[n].high) if n in BY_MNEMONIC else (-np.inf, np.inf)
+                      for n in names]
+            plan = Plan(names, columns, valid, np.array([b[0] for b in bounds]), np.array([b[1] for b in bounds]))
+            self._plans[(topic, keys)] = plan
+        return plan
+
     def commit(self, batch: Batch) -> CommitStats:
         """Write one batch in one transaction; returns what it wrote."""
         self._stats = stats = CommitStats()
@@ -129,7 +154,11 @@ class Writer:
                               r.reason, r.size, r.payload) for r in batch.rejects]
         dead.extend(batch.refused)
         rows_by_columns: dict[tuple[str, ...], list[tuple]] = defaultdict(list)
-        series: dict[str, tuple[list[int], list[float]]] = defaultdict(lambda: ([], []))
+        # channel name -> chunks of timestamps and of values, for the roll-ups
+        series: dict[str, tuple[list, list]] = defaultdict(lambda: ([], []))
+        # frames of channel values, grouped by topic and key set so each group is checked
+        # and written with a handful of numpy operations instead of per-value Python
+        groups: dict[tuple[str, tuple[str, ...]], list[tuple[Envelope, Frame]]] = defaultdict(list)
         events: list[tuple] = []
         alerts: list[tuple] = []
         streams: dict[tuple[str, str, str], list[int]] = {}
@@ -147,46 +176,43 @@ class Writer:
                     span[1] = max(span[1], env.seq)
                     span[2] += 1
                 topic = env.topic
+                stats.frames += len(env.frames)
                 for frame in env.frames:
-                    stats.frames += 1
                     data = frame.data
                     if topic == ALERT_TOPIC:
                         alerts.append((frame.ts, env.src, env.seq, _text(data.get("id")),
                                        _text(data.get("kind")), _text(data.get("state")),
                                        _text(data.get("priority")), orjson.dumps(data).decode()))
-                        continue
-                    channel_topic = topic in CHANNEL_TOPICS
-                    if not channel_topic and not all(is_number(v) for v in data.values()):
+                    elif topic not in CHANNEL_TOPICS and not all(is_number(v) for v in data.values()):
                         events.append((frame.ts, topic, env.src, env.seq, orjson.dumps(data).decode()))
-                        continue
-                    names: list[str] = []
-                    values: list[float] = []
-                    for k, v in data.items():
-                        name = k if channel_topic else f"{topic}.{k}"
-                        reason = None if CHANNEL_NAME.match(name) else "bad channel name"
-                        reason = reason or check_value(name, v)
-                        if reason is not None:
-                            dead.append((received, topic, env.src, env.seq, reason, 0,
-                                         orjson.dumps({"ts": frame.ts, k[:200]: v})[:KEEP_PAYLOAD_BYTES]))
-                            continue
-                        column = self._channel(name, topic, frame.ts)
-                        names.append(column)
-                        values.append(float(v))
-                        ts_list, value_list = series[name]
-                        ts_list.append(frame.ts)
-                        value_list.append(float(v))
-                    if names:
-                        stats.values += len(names)
-                        rows_by_columns[tuple(names)].append((frame.ts, *values))
+                    elif data:
+                        groups[(topic, tuple(data))].append((env, frame))
+
+            for (topic, keys), items in groups.items():
+                plan = self._plan(topic, keys, items[0][1].ts)
+                values = [tuple(f.data.values()) for _, f in items]
+                arr = self._checked(plan, values)
+                if arr is None:  # something in this group is bad: sort it out value by value
+                    for env, frame in items:
+                        self._frame_slowly(env, frame, received, dead, rows_by_columns, series)
+                    continue
+                ts = np.fromiter((f.ts for _, f in items), dtype=np.int64, count=len(items))
+                rows_by_columns[plan.columns].extend(zip(ts.tolist(), *zip(*values)))
+                for j, name in enumerate(plan.names):
+                    ts_chunks, value_chunks = series[name]
+                    ts_chunks.append(ts)
+                    value_chunks.append(arr[:, j])
+                stats.values += arr.size
 
             for columns, rows in rows_by_columns.items():
                 self.db.executemany(self._upsert_sql(columns), rows)
             for table, width in rollups.RESOLUTIONS.values():
                 merged = []
-                for name, (ts_list, value_list) in series.items():
+                for name, (ts_chunks, value_chunks) in series.items():
                     merged.extend(rollups.as_row(a) for a in rollups.aggregate(
-                        self.channel_ids[name], np.array(ts_list, dtype=np.int64),
-                        np.array(value_list, dtype=np.float64), width))
+                        self.channel_ids[name],
+                        np.concatenate([np.asarray(c, dtype=np.int64) for c in ts_chunks]),
+                        np.concatenate([np.asarray(c, dtype=np.float64) for c in value_chunks]), width))
                 self.db.executemany(rollups.merge_sql(table), merged)
             if events:
                 self.db.executemany("INSERT INTO events (ts, topic, src, seq, data) VALUES (?, ?, ?, ?, ?)", events)
@@ -211,6 +237,7 @@ class Writer:
             self.db.execute("COMMIT")
         except BaseException:
             self.db.execute("ROLLBACK")
+            self._plans.clear()
             # a rolled-back ALTER TABLE takes its column with it
             self.columns = {n: c for n, c in self.columns.items() if n in self.channel_ids and
                             self._column_exists(c)}
@@ -221,6 +248,42 @@ class Writer:
         for name in vars(stats):
             setattr(self.totals, name, getattr(self.totals, name) + getattr(stats, name))
         return stats
+
+    @staticmethod
+    def _checked(plan: Plan, values: list[tuple]) -> np.ndarray | None:
+        """The group's values as a 2-D float array, or None if any value must be refused."""
+        if not plan.valid or not set(map(type, chain.from_iterable(values))) <= {float, int}:
+            return None  # bad names, or strings, booleans, lists... among the values
+        try:
+            arr = np.array(values, dtype=np.float64)
+        except OverflowError:  # an integer too large for a float
+            return None
+        if not (np.isfinite(arr) & (arr >= plan.low) & (arr <= plan.high)).all():
+            return None
+        return arr
+
+    def _frame_slowly(self, env: Envelope, frame: Frame, received: int, dead: list,
+                      rows_by_columns: dict, series: dict) -> None:
+        """Store one frame value by value, dead-lettering each value that cannot be kept."""
+        channel_topic = env.topic in CHANNEL_TOPICS
+        columns: list[str] = []
+        values: list[float] = []
+        for k, v in frame.data.items():
+            name = k if channel_topic else f"{env.topic}.{k}"
+            reason = None if CHANNEL_NAME.match(name) else "bad channel name"
+            reason = reason or check_value(name, v)
+            if reason is not None:
+                dead.append((received, env.topic, env.src, env.seq, reason, 0,
+                             orjson.dumps({"ts": frame.ts, k[:200]: v}, default=str)[:KEEP_PAYLOAD_BYTES]))
+                continue
+            columns.append(self._channel(name, env.topic, frame.ts))
+            values.append(float(v))
+            ts_chunks, value_chunks = series[name]
+            ts_chunks.append([frame.ts])
+            value_chunks.append([float(v)])
+        if columns:
+            self._stats.values += len(columns)
+            rows_by_columns[tuple(columns)].append((frame.ts, *values))
 
     def _column_exists(self, column: str) -> bool:
         return any(row[1] == column for row in self.db.execute("PRAGMA table_info(samples)"))
