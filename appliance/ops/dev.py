@@ -26,6 +26,7 @@ DEV_SETTINGS = """\
 rig_id = dev-rig
 data_dir = {lib_dir}
 database_path = {lib_dir}/rigtel.db
+supervisor_socket = {run_dir}/supervisor.sock
 simulator_rate_hz = 1
 simulator_speed = 10
 simulator_events = kick@20m+10m,washout@50m+20m,spike:SPPA@80m+5m
@@ -47,7 +48,7 @@ def prepare(prefix: Path, python: str) -> Layout:
     layout = Layout(prefix.resolve())
     layout.make_dirs()
     if not layout.config_file.exists():
-        layout.config_file.write_text(DEV_SETTINGS.format(lib_dir=layout.lib_dir))
+        layout.config_file.write_text(DEV_SETTINGS.format(lib_dir=layout.lib_dir, run_dir=layout.run_dir))
     template = (CHECKOUT / "etc/supervisord.conf.in").read_text()
     layout.supervisord_conf.write_text(render_supervisord_conf(template, layout, python))
     return layout

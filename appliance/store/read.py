@@ -11,6 +11,8 @@ import sqlite3
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
+
 from appliance.store.rollups import HOUR_MS, MINUTE_MS, RESOLUTIONS
 
 DEFAULT_MAX_POINTS = 2000
@@ -106,3 +108,79 @@ def series(db: sqlite3.Connection, names: list[str], start_ms: int, end_ms: int,
             cols = list(zip(*rows)) if rows else [[], [], [], [], [], []]
             out[name] = dict(zip(("ts", "min", "max", "avg", "last", "count"), map(list, cols)))
     return {"resolution": chosen, "start_ms": start_ms, "end_ms": end_ms, "channels": out}
+
+
+def iter_rows(db: sqlite3.Connection, names: list[str], start_ms: int, end_ms: int,
+              chunk_ms: int = 3_600_000, known_only: bool = False):
+    """(ts, [value or None per name]) for every raw row in [start, end) with any of `names`.
+
+    Read in time chunks, so a month streams in constant memory. Unknown names raise
+    QueryError, or are left out with known_only.
+    """
+    if known_only:
+        present = {n for (n,) in db.execute(
+            f"SELECT name FROM channels WHERE name IN ({', '.join('?' * len(names))})", names)}
+        names = [n for n in names if n in present]
+        if not names:
+            return
+    ids = _resolve(db, names)
+    cols = [f"c{ids[n]}" for n in names]
+    select = (f"SELECT ts, {', '.join(cols)} FROM samples WHERE ts >= ? AND ts < ? AND "
+              f"({' OR '.join(c + ' IS NOT NULL' for c in cols)}) ORDER BY ts")
+    t = start_ms
+    while t < end_ms:
+        upper = min(end_ms, t + chunk_ms)
+        for row in db.execute(select, (t, upper)):
+            yield row[0], list(row[1:])
+        t = upper
+
+
+ACTIVE_STATES = ("active_unack", "active_ack", "cleared_unack")
+
+
+def _alert_rows(rows) -> list[dict[str, Any]]:
+    out = []
+    for ts, src, state, data in rows:
+        event = orjson.loads(data)
+        event.update(ts=ts, src=src, state=state)
+        out.append(event)
+    return out
+
+
+def active_alerts(db: sqlite3.Connection) -> list[dict[str, Any]]:
+    """The latest event of every alert that is active or still unacknowledged, newest first."""
+    return _alert_rows(db.execute(
+        "SELECT a.ts, a.src, a.state, a.data FROM alerts a JOIN "
+        "(SELECT alert_id, max(id) AS id FROM alerts WHERE alert_id IS NOT NULL GROUP BY alert_id) m "
+        f"ON a.id = m.id WHERE a.state IN ({', '.join('?' * len(ACTIVE_STATES))}) ORDER BY a.ts DESC",
+        ACTIVE_STATES))
+
+
+def alert_history(db: sqlite3.Connection, start_ms: int, end_ms: int, limit: int,
+                  kind: str | None = None) -> list[dict[str, Any]]:
+    """Alert lifecycle events in [start, end), newest first, optionally of one kind."""
+    if end_ms <= start_ms:
+        raise QueryError(f"the range is empty or inverted: from {start_ms} to {end_ms}")
+    sql = "SELECT ts, src, state, data FROM alerts WHERE ts >= ? AND ts < ?"
+    args: list[Any] = [start_ms, end_ms]
+    if kind:
+        sql += " AND kind = ?"
+        args.append(kind)
+    return _alert_rows(db.execute(sql + " ORDER BY ts DESC, id DESC LIMIT ?", (*args, limit)))
+
+
+def alert_state(db: sqlite3.Connection, alert_id: str) -> dict[str, Any] | None:
+    rows = _alert_rows(db.execute("SELECT ts, src, state, data FROM alerts WHERE alert_id = ? "
+                                  "ORDER BY id DESC LIMIT 1", (alert_id,)))
+    return rows[0] if rows else None
+
+
+def storage_stats(db: sqlite3.Connection) -> dict[str, Any]:
+    """Counts for the System view: channels, time span, dead letters, gaps."""
+    first, last = db.execute("SELECT min(ts), max(ts) FROM samples").fetchone()
+    return {
+        "channels": db.execute("SELECT count(*) FROM channels").fetchone()[0],
+        "first_ts": first, "last_ts": last,
+        "dead_letters": db.execute("SELECT count(*) FROM dead_letters").fetchone()[0],
+        "gaps": db.execute("SELECT count(*), coalesce(sum(last_seq - first_seq + 1), 0) FROM gaps").fetchone(),
+    }

@@ -1,0 +1,1 @@
+"""The dashboard: Flask app factory, JSON API, live stream, served by waitress."""

@@ -1,0 +1,322 @@
+"""The JSON API under /api/, documented in docs/API.md.
+
+Times are UTC epoch milliseconds. Bad parameters get a 400 with {"error": "..."} saying
+what to change; an unknown channel is a 400 too, naming it.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import shutil
+import sqlite3
+import threading
+import time
+import xmlrpc.client
+from typing import Any, Iterator
+
+import orjson
+from flask import Blueprint, Response, abort, current_app, g, jsonify, request
+
+from appliance.channels import BY_MNEMONIC
+from appliance.store import read
+from appliance.store.schema import connect_reader
+
+bp = Blueprint("api", __name__)
+
+STREAM_HEARTBEAT_S = 5.0
+STREAM_BACKFILL_MS = 15 * 60_000  # the most a reconnecting browser is refilled from storage
+EXPORT_CHUNK_MS = 3_600_000
+
+
+class BadRequest(Exception):
+    pass
+
+
+@bp.errorhandler(BadRequest)
+@bp.errorhandler(read.QueryError)
+def bad_request(e: Exception):
+    return jsonify(error=str(e)), 400
+
+
+def cfg():
+    return current_app.config["RIGTEL"]
+
+
+def db() -> sqlite3.Connection:
+    if "db" not in g:
+        path = cfg().database_path
+        if not os.path.exists(path):
+            abort(Response(orjson.dumps({"error": f"no database yet at {path}: is the saver running?"}),
+                           503, mimetype="application/json"))
+        g.db = connect_reader(path)
+    return g.db
+
+
+@bp.teardown_app_request
+def close_db(exc: BaseException | None) -> None:
+    conn = g.pop("db", None)
+    if conn is not None:
+        conn.close()
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def int_arg(name: str, default: int | None = None, low: int | None = None, high: int | None = None) -> int:
+    raw = request.args.get(name)
+    if raw is None or raw == "":
+        if default is None:
+            raise BadRequest(f"parameter '{name}' is required")
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise BadRequest(f"parameter '{name}' must be a whole number, not {raw[:40]!r}") from None
+    if (low is not None and value < low) or (high is not None and value > high):
+        raise BadRequest(f"parameter '{name}' must be between {low} and {high}")
+    return value
+
+
+def channels_arg(required: bool = True) -> list[str]:
+    raw = request.args.get("channels", "")
+    names = [n.strip() for n in raw.split(",") if n.strip()]
+    if required and not names:
+        raise BadRequest("parameter 'channels' is required: a comma-separated list of channel names")
+    if len(names) > 100:
+        raise BadRequest("at most 100 channels per request")
+    return names
+
+
+def json(data: Any, status: int = 200) -> Response:
+    return Response(orjson.dumps(data), status, mimetype="application/json")
+
+
+# -- channels and history ---------------------------------------------------------------
+
+
+@bp.get("/channels")
+def channels():
+    stored = read.channels(db())
+    out = []
+    for c in stored:
+        entry = BY_MNEMONIC.get(c.name)
+        out.append({"name": c.name, "topic": c.topic, "unit": c.unit,
+                    "description": entry.description if entry else "",
+                    "low": entry.low if entry else None, "high": entry.high if entry else None,
+                    "first_ts": c.first_ts})
+    return json(out)
+
+
+@bp.get("/series")
+def series():
+    end = int_arg("to", now_ms())
+    start = int_arg("from", end - 3_600_000)
+    return json(read.series(db(), channels_arg(), start, end,
+                            max_points=int_arg("max_points", read.DEFAULT_MAX_POINTS, 1, read.MAX_POINTS_LIMIT),
+                            resolution=request.args.get("resolution") or None))
+
+
+@bp.get("/latest")
+def latest():
+    hub = current_app.extensions["rigtel.hub"]
+    values = dict(hub.latest) if hub is not None else {}
+    names = channels_arg(required=False)
+    if names:
+        values = {k: v for k, v in values.items() if k in names}
+    return json({"values": {k: {"ts": ts, "value": v} for k, (ts, v) in values.items()},
+                 "data_age_s": hub.data_age_s() if hub is not None else None})
+
+
+@bp.get("/export")
+def export():
+    """A channel set over a range as CSV, streamed hour by hour in constant memory."""
+    names = channels_arg()
+    end = int_arg("to", now_ms())
+    start = int_arg("from", end - 3_600_000)
+    if end <= start:
+        raise BadRequest(f"the range is empty or inverted: from {start} to {end}")
+    conn = db()
+    read.series(conn, names, start, min(end, start + 1), max_points=1, resolution="raw")  # validates names
+    path = cfg().database_path
+
+    def generate() -> Iterator[str]:
+        # its own connection: the request's is closed when the view returns
+        with_conn = connect_reader(path)
+        try:
+            buf = io.StringIO()
+            writer = csv.writer(buf)
+            units = {n: (BY_MNEMONIC[n].unit if n in BY_MNEMONIC else "") for n in names}
+            writer.writerow(["time_utc", "ts_ms", *[f"{n} [{units[n]}]" if units[n] else n for n in names]])
+            for ts, values in read.iter_rows(with_conn, names, start, end, EXPORT_CHUNK_MS):
+                writer.writerow([time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ts / 1000)) + f".{ts % 1000:03d}Z",
+                                 ts, *["" if v is None else repr(v) for v in values]])
+                if buf.tell() > 65536:
+                    yield buf.getvalue()
+                    buf.seek(0)
+                    buf.truncate()
+            yield buf.getvalue()
+        finally:
+            with_conn.close()
+
+    filename = f"rigtel-{start}-{end}.csv"
+    return Response(generate(), mimetype="text/csv",
+                    headers={"Content-Disposition": f'attachment; filename="{filename}"'})
+
+
+# -- alerts -----------------------------------------------------------------------------
+
+ACK_TRANSITIONS = {"active_unack": "active_ack", "cleared_unack": "normal"}
+
+
+@bp.get("/alerts")
+def alerts():
+    state = request.args.get("state", "active")
+    if state not in ("active", "all"):
+        raise BadRequest("parameter 'state' must be 'active' or 'all'")
+    limit = int_arg("limit", 500, 1, 10_000)
+    if state == "active":
+        rows = read.active_alerts(db())
+    else:
+        end = int_arg("to", now_ms())
+        rows = read.alert_history(db(), int_arg("from", end - 7 * 86_400_000), end, limit,
+                                  kind=request.args.get("kind") or None)
+    return json(rows)
+
+
+@bp.post("/alerts/<alert_id>/ack")
+def acknowledge(alert_id: str):
+    current = read.alert_state(db(), alert_id)
+    if current is None:
+        return json({"error": f"no alert {alert_id!r}"}, 404)
+    new_state = ACK_TRANSITIONS.get(current.get("state", ""))
+    if new_state is None:
+        return json({"error": f"alert {alert_id!r} is {current.get('state')}: nothing to acknowledge"}, 409)
+    event = {k: v for k, v in current.items() if k not in ("ts", "state", "src", "seq")}
+    event.update(state=new_state, action="ack", by=request.remote_user or request.remote_addr or "")
+    current_app.extensions["rigtel.bus"].publish("alert", event)
+    return json({"id": alert_id, "state": new_state}, 202)
+
+
+# -- live stream ------------------------------------------------------------------------
+
+
+def sse(event: str, data: Any, event_id: int | None = None) -> bytes:
+    head = f"id: {event_id}\n" if event_id is not None else ""
+    return f"{head}event: {event}\ndata: ".encode() + orjson.dumps(data) + b"\n\n"
+
+
+@bp.get("/stream")
+def stream():
+    """Server-Sent Events: `frames` (coalesced), `alert`, `status`; heartbeats between."""
+    hub = current_app.extensions["rigtel.hub"]
+    if hub is None:
+        return json({"error": "live data is not available in this process"}, 503)
+    names = channels_arg(required=False)
+    rate_hz = min(float(cfg().web_stream_hz), float(request.args.get("rate_hz") or cfg().web_stream_hz))
+    if rate_hz <= 0:
+        raise BadRequest("parameter 'rate_hz' must be positive")
+    last_id = request.headers.get("Last-Event-ID") or request.args.get("last_event_id")
+    backfill_from = None
+    if last_id:
+        try:
+            backfill_from = max(int(last_id) + 1, now_ms() - STREAM_BACKFILL_MS)
+        except ValueError:
+            raise BadRequest("Last-Event-ID must be the id of an event this server sent") from None
+    s = hub.open(frozenset(names) if names else None)
+    if s is None:
+        return Response(orjson.dumps({"error": "too many live streams open; retry shortly"}), 503,
+                        mimetype="application/json", headers={"Retry-After": "5"})
+    path = cfg().database_path
+    interval = 1.0 / rate_hz
+
+    def generate() -> Iterator[bytes]:
+        try:
+            yield b"retry: 2000\n\n"
+            if backfill_from is not None and names and os.path.exists(path):
+                conn = connect_reader(path)
+                try:
+                    frames = [(ts, {n: v for n, v in zip(names, values) if v is not None})
+                              for ts, values in read.iter_rows(conn, names, backfill_from, now_ms() + 1,
+                                                               EXPORT_CHUNK_MS, known_only=True)]
+                finally:
+                    conn.close()
+                if frames:
+                    yield sse("frames", {"frames": frames, "backfill": True}, frames[-1][0])
+            latest_values = dict(hub.latest)
+            yield sse("snapshot", {"values": {k: [ts, v] for k, (ts, v) in latest_values.items()
+                                              if not names or k in names},
+                                   "alerts": list(hub.active_alerts.values()),
+                                   "data_age_s": hub.data_age_s()})
+            next_status = time.monotonic() + STREAM_HEARTBEAT_S
+            while not hub.stopping:
+                s.wake.wait(STREAM_HEARTBEAT_S)
+                frames, alerts_ = s.drain()
+                if frames:
+                    yield sse("frames", {"frames": frames, "skipped": s.skipped}, frames[-1][0])
+                for ts, alert in alerts_:
+                    yield sse("alert", {"ts": ts, **alert})
+                if time.monotonic() >= next_status:
+                    next_status = time.monotonic() + STREAM_HEARTBEAT_S
+                    yield sse("status", {"data_age_s": hub.data_age_s(), "skipped": s.skipped,
+                                         "streams": hub.stream_count()})
+                # coalesce: whatever arrives during the interval goes out together
+                threading.Event().wait(interval)
+        finally:
+            hub.close_stream(s)
+
+    return Response(generate(), mimetype="text/event-stream",
+                    headers={"X-Accel-Buffering": "no", "Cache-Control": "no-store"})
+
+
+# -- system -----------------------------------------------------------------------------
+
+
+def supervisor_states(socket_path: str) -> list[dict[str, Any]] | str:
+    """Every program's state from supervisord, or why it could not be asked."""
+    if not os.path.exists(socket_path):
+        return f"no supervisord control socket at {socket_path}"
+    from supervisor.xmlrpc import SupervisorTransport
+
+    transport = SupervisorTransport(None, None, serverurl=f"unix://{socket_path}")
+    try:
+        proxy = xmlrpc.client.ServerProxy("http://127.0.0.1", transport=transport)
+        infos = proxy.supervisor.getAllProcessInfo()
+    except (OSError, xmlrpc.client.Error) as e:
+        return f"supervisord did not answer on {socket_path}: {e}"
+    finally:
+        transport.close()
+    return [{"name": p["name"], "state": p["statename"], "pid": p["pid"],
+             "description": p["description"], "since": p["start"]} for p in infos]
+
+
+@bp.get("/system")
+def system():
+    c = cfg()
+    hub = current_app.extensions["rigtel.hub"]
+    db_path = c.database_path
+    sizes = {suffix or "db": os.path.getsize(db_path + suffix)
+             for suffix in ("", "-wal") if os.path.exists(db_path + suffix)}
+    folder = os.path.dirname(os.path.abspath(db_path))
+    disk = shutil.disk_usage(folder) if os.path.isdir(folder) else None
+    backup_dir = c.backup_dir or os.path.join(c.data_dir, "backups")
+    backups = sorted((f for f in os.listdir(backup_dir) if f.endswith(".db")), reverse=True) \
+        if os.path.isdir(backup_dir) else []
+    last_backup = None
+    if backups:
+        st = os.stat(os.path.join(backup_dir, backups[0]))
+        last_backup = {"name": backups[0], "bytes": st.st_size, "mtime_ms": int(st.st_mtime * 1000)}
+    programs = supervisor_states(c.supervisor_socket)
+    stats = read.storage_stats(db()) if os.path.exists(db_path) else {}
+    return json({
+        "programs": programs if isinstance(programs, list) else [],
+        "programs_error": programs if isinstance(programs, str) else None,
+        "bus": {"received": dict(hub.stats) if hub else {}, "gaps": hub.tracker.gaps if hub else 0,
+                "lost": hub.tracker.lost if hub else 0, "data_age_s": hub.data_age_s() if hub else None,
+                "streams": hub.stream_count() if hub else 0},
+        "database": {"path": db_path, "bytes": sizes, **stats},
+        "disk": {"free_bytes": disk.free, "total_bytes": disk.total} if disk else None,
+        "last_backup": last_backup,
+    })

@@ -1,0 +1,146 @@
+"""The live hub: one bus subscription per web process, fanned out to every browser.
+
+A single DataSubscriber thread receives `drilling`, `derived` and `alert` messages and
+hands each frame to every connected stream's own bounded queue. A browser that reads
+slower than data arrives is skipped forward: its oldest frames are dropped (and counted
+for it), so it never holds up the others or grows memory. Each stream coalesces what it
+has into one Server-Sent Event per tick, at a rate the browser can draw.
+
+The hub also keeps the latest value of every channel and the active alerts it has seen,
+so a page that opens gets numbers at once instead of waiting for the next frame.
+"""
+
+from __future__ import annotations
+
+import collections
+import itertools
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from appliance.bus.envelope import Envelope
+from appliance.bus.subscriber import DataSubscriber
+from appliance.config import Config
+
+log = logging.getLogger("rigtel.web.hub")
+
+LIVE_TOPICS = ["drilling", "derived", "alert"]
+QUEUE_FRAMES = 2000  # per stream; beyond this the stream is skipped forward
+
+
+@dataclass
+class Stream:
+    """One browser's live feed."""
+
+    channels: frozenset[str] | None  # None: every channel
+    queue: collections.deque = field(default_factory=lambda: collections.deque(maxlen=QUEUE_FRAMES))
+    alerts: collections.deque = field(default_factory=lambda: collections.deque(maxlen=200))
+    skipped: int = 0
+    wake: threading.Event = field(default_factory=threading.Event)
+    id: int = 0
+
+    def offer(self, ts: int, data: dict[str, Any]) -> None:
+        if self.channels is not None:
+            data = {k: v for k, v in data.items() if k in self.channels}
+            if not data:
+                return
+        if len(self.queue) == self.queue.maxlen:
+            self.skipped += 1
+        self.queue.append((ts, data))
+        self.wake.set()
+
+    def offer_alert(self, ts: int, data: dict[str, Any]) -> None:
+        self.alerts.append((ts, data))
+        self.wake.set()
+
+    def drain(self) -> tuple[list[tuple[int, dict]], list[tuple[int, dict]]]:
+        frames = [self.queue.popleft() for _ in range(len(self.queue))]
+        alerts = [self.alerts.popleft() for _ in range(len(self.alerts))]
+        self.wake.clear()
+        return frames, alerts
+
+
+class LiveHub(DataSubscriber):
+    """Runs in its own thread (start_thread), shared by every request thread."""
+
+    def __init__(self, cfg: Config, max_streams: int, **kwargs: Any) -> None:
+        super().__init__(topics=LIVE_TOPICS, settings=cfg, **kwargs)
+        self.max_streams = max_streams
+        self.lock = threading.Lock()
+        self.streams: dict[int, Stream] = {}
+        self._ids = itertools.count(1)
+        self.latest: dict[str, tuple[int, float]] = {}  # channel -> (ts, value)
+        self.active_alerts: dict[str, dict[str, Any]] = {}
+        self.last_frame_ms = 0
+        self.last_frame_monotonic = 0.0
+        self.thread: threading.Thread | None = None
+
+    def start_thread(self) -> None:
+        self.thread = threading.Thread(target=self.start, name="web-live-hub", daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.stop()
+        with self.lock:
+            for s in self.streams.values():
+                s.wake.set()  # let waiting streams see the hub stopping
+        if self.thread is not None:
+            self.thread.join(5)
+
+    # -- browsers ------------------------------------------------------------------------
+
+    def open(self, channels: frozenset[str] | None) -> Stream | None:
+        """A new stream, or None when `max_streams` are already open."""
+        with self.lock:
+            if len(self.streams) >= self.max_streams:
+                return None
+            stream = Stream(channels, id=next(self._ids))
+            self.streams[stream.id] = stream
+            return stream
+
+    def close_stream(self, stream: Stream) -> None:
+        with self.lock:
+            self.streams.pop(stream.id, None)
+
+    def stream_count(self) -> int:
+        with self.lock:
+            return len(self.streams)
+
+    # -- the bus -------------------------------------------------------------------------
+
+    def on_envelope(self, env: Envelope) -> None:
+        with self.lock:
+            streams = list(self.streams.values())
+        if env.topic == "alert":
+            for frame in env.frames:
+                alert_id = str(frame.data.get("id", ""))
+                state = str(frame.data.get("state", ""))
+                if alert_id:
+                    if state in ("normal", "cleared_ack", "cleared", "shelved"):
+                        self.active_alerts.pop(alert_id, None)
+                    else:
+                        self.active_alerts[alert_id] = {"ts": frame.ts, **frame.data}
+                for s in streams:
+                    s.offer_alert(frame.ts, frame.data)
+            return
+        for frame in env.frames:
+            numbers = {k: v for k, v in frame.data.items()
+                       if isinstance(v, (int, float)) and not isinstance(v, bool)}
+            for k, v in numbers.items():
+                self.latest[k] = (frame.ts, v)
+            self.last_frame_ms = max(self.last_frame_ms, frame.ts)
+            self.last_frame_monotonic = time.monotonic()
+            for s in streams:
+                s.offer(frame.ts, numbers)
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop.is_set()
+
+    def data_age_s(self) -> float | None:
+        """Seconds since the last frame arrived here, or None if none ever did."""
+        if not self.last_frame_monotonic:
+            return None
+        return time.monotonic() - self.last_frame_monotonic

@@ -1,0 +1,123 @@
+"""The JSON API through Flask's test client, over a real SQLite file made by the writer."""
+
+from __future__ import annotations
+
+import csv
+import io
+
+import orjson
+import pytest
+
+from appliance.store.writer import Batch, Writer
+from appliance.web.app import create_app
+from tests.conftest import settings_for
+from tests.test_writer import T0, env
+
+
+class RecordingBus:
+    """Stands in for the bus link: records what the API publishes."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, dict]] = []
+
+    def publish(self, topic: str, data: dict) -> int:
+        self.sent.append((topic, data))
+        return len(self.sent)
+
+
+@pytest.fixture
+def stored(tmp_path):
+    db = tmp_path / "rigtel.db"
+    w = Writer(db)
+    frames = [(T0 + i * 1000, {"DMEA": 5000.0 + i / 10, "HKLA": 200.0 + i % 7}) for i in range(7200)]
+    w.commit(Batch([env("drilling", 1, frames)]))
+    w.commit(Batch([env("alert", 1, [(T0 + 5000, {"id": "kick-1", "kind": "kick", "state": "active_unack",
+                                                   "priority": "high", "message": "pit gain 6 bbl"})],
+                        src="rig-1.predictor"),
+                    env("alert", 2, [(T0 + 6000, {"id": "wash-1", "kind": "washout", "state": "normal",
+                                                  "priority": "low", "message": "gone"})], src="rig-1.predictor")]))
+    w.close()
+    return db
+
+
+@pytest.fixture
+def client(tmp_path, stored):
+    cfg = settings_for(tmp_path, {"database_path": str(stored), "supervisor_socket": str(tmp_path / "none.sock")})
+    bus = RecordingBus()
+    app = create_app(cfg, hub=None, bus=bus)  # type: ignore[arg-type]
+    app.testing = True
+    c = app.test_client()
+    c.bus = bus
+    return c
+
+
+def test_healthz_is_data_free_and_headers_are_strict(client):
+    r = client.get("/healthz")
+    assert r.status_code == 200 and set(r.json) == {"status", "version"}
+    assert "script-src 'self'" in r.headers["Content-Security-Policy"]
+    assert "frame-ancestors 'none'" in r.headers["Content-Security-Policy"]
+    assert r.headers["X-Content-Type-Options"] == "nosniff"
+
+
+def test_channels_and_series(client):
+    names = {c["name"]: c for c in client.get("/api/channels").json}
+    assert names["HKLA"]["unit"] == "klbf" and names["HKLA"]["description"].startswith("Hookload")
+    r = client.get(f"/api/series?channels=HKLA,DMEA&from={T0}&to={T0 + 600_000}")
+    assert r.status_code == 200 and r.json["resolution"] == "raw"
+    assert len(r.json["channels"]["DMEA"]["value"]) == 600
+    assert r.headers["Cache-Control"] == "no-store"
+    r = client.get(f"/api/series?channels=HKLA&from={T0}&to={T0 + 7_200_000}")
+    assert r.json["resolution"] == "1m" and len(r.json["channels"]["HKLA"]["ts"]) == 120
+
+
+@pytest.mark.parametrize("query, message", [
+    ("channels=NOPE", "unknown channel(s): NOPE"),
+    ("", "parameter 'channels' is required"),
+    (f"channels=HKLA&from={T0 + 10}&to={T0}", "empty or inverted"),
+    ("channels=HKLA&from=yesterday", "must be a whole number"),
+    ("channels=HKLA&max_points=0", "max_points"),
+    ("channels=HKLA&resolution=5s", "resolution must be"),
+])
+def test_bad_series_requests_get_a_clear_400(client, query, message):
+    r = client.get(f"/api/series?{query}")
+    assert r.status_code == 400 and message in r.json["error"]
+
+
+def test_export_streams_csv_with_units(client):
+    r = client.get(f"/api/export?channels=DMEA,HKLA&from={T0}&to={T0 + 10_000}")
+    assert r.status_code == 200 and r.mimetype == "text/csv"
+    assert "attachment" in r.headers["Content-Disposition"]
+    rows = list(csv.reader(io.StringIO(r.get_data(as_text=True))))
+    assert rows[0] == ["time_utc", "ts_ms", "DMEA [ft]", "HKLA [klbf]"]
+    assert len(rows) == 11 and rows[1][1] == str(T0) and float(rows[1][2]) == 5000.0
+    assert rows[1][0].endswith("Z")
+    assert client.get("/api/export?channels=NOPE").status_code == 400
+
+
+def test_alerts_active_history_and_acknowledge(client):
+    active = client.get("/api/alerts").json
+    assert [a["id"] for a in active] == ["kick-1"] and active[0]["state"] == "active_unack"
+    history = client.get(f"/api/alerts?state=all&from={T0}&to={T0 + 10_000}").json
+    assert [a["id"] for a in history] == ["wash-1", "kick-1"]
+    r = client.post("/api/alerts/kick-1/ack")
+    assert r.status_code == 202 and r.json == {"id": "kick-1", "state": "active_ack"}
+    topic, event = client.bus.sent[-1]
+    assert topic == "alert" and event["id"] == "kick-1" and event["state"] == "active_ack"
+    assert event["kind"] == "kick" and event["action"] == "ack"
+    assert client.post("/api/alerts/wash-1/ack").status_code == 409
+    assert client.post("/api/alerts/nope/ack").status_code == 404
+    assert client.get("/api/alerts?state=maybe").status_code == 400
+
+
+def test_system_reports_storage_and_why_supervisord_is_unknown(client, stored):
+    r = client.get("/api/system").json
+    assert r["database"]["channels"] == 2 and r["database"]["first_ts"] == T0
+    assert r["programs"] == [] and "no supervisord control socket" in r["programs_error"]
+    assert r["disk"]["free_bytes"] > 0
+
+
+def test_no_database_yet_is_a_503_that_says_why(tmp_path):
+    cfg = settings_for(tmp_path, {"database_path": str(tmp_path / "missing.db")})
+    app = create_app(cfg, hub=None, bus=RecordingBus())  # type: ignore[arg-type]
+    r = app.test_client().get("/api/channels")
+    assert r.status_code == 503 and "is the saver running" in orjson.loads(r.data)["error"]
