@@ -130,7 +130,15 @@ def _clock(text: str) -> str:
     return t
 
 
+def _events(text: str) -> str:
+    from appliance.sources.events import parse_events  # the simulator's own parser
+
+    parse_events(text)  # raises ValueError saying what is accepted
+    return text.strip()
+
+
 _clock.__doc__ = "HH:MM"
+_events.__doc__ = "event list"
 _text.__doc__ = "text"
 _bool.__doc__ = "true | false"
 _identifier.__doc__ = "identifier"
@@ -222,7 +230,7 @@ SETTINGS: tuple[Setting, ...] = (
             "Hole depth at which the simulated well starts, in feet."),
     Setting("simulator_trip_every_ft", _float_range(0, 40000), "0",
             "Drill this many feet, then trip out and back in (0: never trip)."),
-    Setting("simulator_events", _text, "",
+    Setting("simulator_events", _events, "",
             "Events to inject: comma-separated KIND@START+DURATION in rig time, e.g. 'kick@2h+20m,washout@5h30m+1h'. "
             "Kinds: kick, loss, washout, packoff, flatline:CHANNEL, spike:CHANNEL, dropout:CHANNEL."),
     Setting("simulator_labels_path", _text, "",

@@ -8,6 +8,7 @@ records the signal; each program's main loop notices and shuts down in order.
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import sys
 import threading
@@ -34,19 +35,30 @@ def configure_logging(cfg: Config, program: str) -> logging.Logger:
 
 
 class StopSignal:
-    """A threading.Event set by SIGTERM or SIGINT; install() from the main thread only."""
+    """A threading.Event set after SIGTERM or SIGINT; install() from the main thread only.
+
+    The handler only writes a byte to a pipe; a small thread reads it and sets the event.
+    Setting the Event inside the handler itself can deadlock: the handler runs on the main
+    thread, possibly while that thread is inside Event.wait() holding the Event's lock.
+    """
 
     def __init__(self) -> None:
         self.event = threading.Event()
         self.signal_name: str | None = None
+        self._r, self._w = os.pipe()
 
     def install(self) -> "StopSignal":
+        threading.Thread(target=self._relay, name="stop-signal", daemon=True).start()
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, self._handle)
         return self
 
     def _handle(self, signum: int, frame: object) -> None:
         self.signal_name = signal.Signals(signum).name
+        os.write(self._w, b"\0")
+
+    def _relay(self) -> None:
+        os.read(self._r, 1)
         self.event.set()
 
     def is_set(self) -> bool:

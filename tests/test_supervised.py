@@ -1,0 +1,151 @@
+"""`make run` for real: `rigtel dev` renders the supervisord template into a prefix and runs
+every program under supervisord; they come up, data flows, a killed program comes back, and
+Ctrl-C stops everything cleanly."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import clean_env
+
+PROGRAMS = {"broker", "saver", "simulator", "logger"}
+
+
+def free_ports(n: int) -> list[int]:
+    socks = []
+    for _ in range(n):
+        s = socket.socket()
+        s.bind(("127.0.0.1", 0))
+        socks.append(s)
+    ports = [s.getsockname()[1] for s in socks]
+    for s in socks:
+        s.close()
+    return ports
+
+
+def supervisorctl(conf: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([str(Path(sys.executable).parent / "supervisorctl"), "-c", str(conf), *args],
+                          capture_output=True, text=True, timeout=30)
+
+
+def states(conf: Path) -> dict[str, tuple[str, str]]:
+    out = supervisorctl(conf, "status").stdout
+    rows = {}
+    for line in out.splitlines():
+        parts = line.split(None, 2)
+        if len(parts) >= 2:
+            rows[parts[0]] = (parts[1], parts[2] if len(parts) > 2 else "")
+    return rows
+
+
+def wait_until(condition, timeout: float, what: str, detail=lambda: "", interval: float = 0.2):
+    """Poll a condition that has no event to wait on (supervisord state), with a deadline."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = condition()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}; {detail()}")
+        time.sleep(interval)
+
+
+@pytest.fixture
+def dev_run(tmp_path: Path):
+    prefix = tmp_path / "dev"
+    etc = prefix / "etc/rigtel"
+    etc.mkdir(parents=True)
+    frontend, backend = free_ports(2)
+    (etc / "appliance.ini").write_text(
+        "[appliance]\nrig_id = test-rig\n"
+        f"data_dir = {prefix}/var/lib/rigtel\ndatabase_path = {prefix}/var/lib/rigtel/rigtel.db\n"
+        f"broker_frontend_port = {frontend}\nbroker_backend_port = {backend}\n"
+        "simulator_rate_hz = 5\nsimulator_speed = 20\nlogger_summary_s = 1\n")
+    env = clean_env(tmp_path)
+    del env["RIGTEL_CONFIG"]  # the rendered supervisord.conf passes --config to every program
+    proc = subprocess.Popen([sys.executable, "-m", "appliance", "dev", "--prefix", str(prefix)],
+                            cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True)
+    conf = etc / "supervisord.conf"
+    try:
+        yield proc, conf, prefix
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(60)
+        proc.stdout.close()
+
+
+def test_make_run_brings_every_program_up_restarts_a_killed_one_and_stops_cleanly(dev_run):
+    proc, conf, prefix = dev_run
+    log_dir = prefix / "var/log/rigtel"
+    wait_until(lambda: set(states(conf)) >= PROGRAMS and all(
+        states(conf)[p][0] == "RUNNING" for p in PROGRAMS), 45, "every program RUNNING",
+        lambda: supervisorctl(conf, "status").stdout)
+
+    # the simulator's data reaches the logger through the broker
+    def logger_saw_drilling():
+        text = (log_dir / "logger.log").read_text() if (log_dir / "logger.log").exists() else ""
+        return re.search(r"drilling: [\d.]+ msg/s [\d.]+ frames/s from test-rig\.simulator", text)
+    wait_until(logger_saw_drilling, 30, "drilling traffic in logger.log")
+
+    # ... and the saver's database
+    db = prefix / "var/lib/rigtel/rigtel.db"
+
+    def stored_frames() -> int:
+        import sqlite3
+        try:
+            with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
+                return conn.execute("SELECT coalesce(sum(messages), 0) FROM streams "
+                                    "WHERE src = 'test-rig.simulator' AND topic = 'drilling'").fetchone()[0]
+        except sqlite3.OperationalError:
+            return 0
+    wait_until(lambda: stored_frames() > 0, 30, "simulator frames in the database")
+
+    # kill -9 the broker: supervisord restarts it and data flows again
+    pid = int(re.search(r"pid (\d+)", states(conf)["broker"][1]).group(1))
+    os.kill(pid, signal.SIGKILL)
+    wait_until(lambda: states(conf)["broker"][0] == "RUNNING"
+               and f"pid {pid}," not in states(conf)["broker"][1], 30, "the broker back, with a new pid")
+    size = (log_dir / "logger.log").stat().st_size
+    wait_until(lambda: "drilling:" in (log_dir / "logger.log").read_text()[size:], 30,
+               "drilling traffic after the broker restart")
+
+    # Ctrl-C: supervisord stops every program with SIGTERM; each exits 0 and says so
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(60) == 0
+    out = proc.stdout.read()
+    assert "make status" in out and str(log_dir) in out  # it told the user how to watch it
+    supervisord_log = (log_dir / "supervisord.log").read_text()
+    for program in PROGRAMS:
+        assert re.search(rf"stopped: {program} \(exit status 0\)", supervisord_log), supervisord_log[-3000:]
+        assert "stopped" in (log_dir / f"{program}.log").read_text().splitlines()[-1]
+
+
+def test_make_run_refuses_busy_ports_with_instructions(tmp_path):
+    holder = socket.socket()
+    holder.bind(("127.0.0.1", 0))
+    holder.listen()
+    port = holder.getsockname()[1]
+    try:
+        prefix = tmp_path / "dev"
+        (prefix / "etc/rigtel").mkdir(parents=True)
+        (prefix / "etc/rigtel/appliance.ini").write_text(
+            f"[appliance]\nbroker_frontend_port = {port}\nbroker_backend_port = {free_ports(1)[0]}\n")
+        env = clean_env(tmp_path)
+        del env["RIGTEL_CONFIG"]
+        run = subprocess.run([sys.executable, "-m", "appliance", "dev", "--prefix", str(prefix)],
+                             cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
+    finally:
+        holder.close()
+    assert run.returncode == 1
+    assert f"port(s) {port}" in run.stderr and "ss -ltnp" in run.stderr
