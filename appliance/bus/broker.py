@@ -119,21 +119,18 @@ class Broker:
         heartbeat = Heartbeat(pub, "broker", cfg.bus_heartbeat_s,
                               stats=lambda: {"messages": totals["messages"], "bytes": totals["bytes"]})
         started = last_stats = time.monotonic()
-        parts: list[bytes] = []
+        count = self._count
         try:
             while not self._stopping.is_set():
                 timeout_ms = int(1000 * min(heartbeat.seconds_to_next(), 0.2)) + 1
                 if sub.poll(timeout_ms):
                     for _ in range(10_000):
                         try:
-                            frame = sub.recv(zmq.NOBLOCK, copy=False)
+                            # one call per message: cheaper than per-frame zero-copy receives
+                            parts = sub.recv_multipart(zmq.NOBLOCK)
                         except zmq.Again:
                             break
-                        parts.append(frame.bytes)
-                        if frame.more:
-                            continue
-                        self._count(parts, topics, topic_bytes, sources, totals)
-                        parts = []
+                        count(parts, topics, topic_bytes, sources, totals)
                 heartbeat.tick()
                 now = time.monotonic()
                 if now - last_stats >= cfg.bus_stats_s:
