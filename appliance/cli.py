@@ -14,7 +14,7 @@ from typing import Sequence
 from appliance import __version__
 from appliance.config import Config, ConfigError, load, parse_assignments
 
-# name -> (module with main(argv), one-line help)
+# name -> ("module" with main(argv), or "module:function", one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "broker": ("appliance.bus.broker", "run the bus broker (XSUB/XPUB proxy with statistics)"),
     "simulate": ("appliance.sources.simulator", "run the rig simulator, publishing on 'drilling'"),
@@ -23,6 +23,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "logger": ("appliance.ops.logger", "log a summary of the bus traffic, every alert and every gap"),
     "config": ("appliance.ops.show_config", "print the effective settings and where each came from"),
     "dev": ("appliance.ops.dev", "set up a development prefix under var/dev and run supervisord"),
+    "maintenance": ("appliance.store.maintenance", "nightly backup and integrity check; retention and disk guard"),
+    "backup": ("appliance.store.backup", "back up the database now, online, with progress"),
+    "backups": ("appliance.store.backup:list_main", "list the backups with size, age and integrity"),
+    "restore": ("appliance.store.restore", "check a backup and put it in place of the database"),
 }
 
 
@@ -54,7 +58,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"usage: rigtel COMMAND [options]   (rigtel COMMAND --help for its options)\n\n"
               f"Drilling telemetry appliance {__version__}.\n\ncommands:")
         for name, (_, help_text) in COMMANDS.items():
-            print(f"  {name:<10} {help_text}")
+            print(f"  {name:<12} {help_text}")
         return 0 if argv else 2
     if argv[0] == "--version":
         print(__version__)
@@ -63,5 +67,5 @@ def main(argv: Sequence[str] | None = None) -> int:
     if name not in COMMANDS:
         print(f"rigtel: unknown command {name!r}; `rigtel --help` lists the commands", file=sys.stderr)
         return 2
-    module = importlib.import_module(COMMANDS[name][0])
-    return module.main(rest)
+    module_name, _, function = COMMANDS[name][0].partition(":")
+    return getattr(importlib.import_module(module_name), function or "main")(rest)
