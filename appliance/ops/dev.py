@@ -96,7 +96,7 @@ def main(argv: Sequence[str]) -> int:
     supervisorctl = f"{Path(sys.executable).parent / 'supervisorctl'} -c {conf}"
     print(f"""
 Drilling telemetry appliance, development prefix {layout.root}
-  programs:  broker, saver, simulator, logger (supervisord, restarted when they exit)
+  programs:  broker, saver, simulator, logger, maintenance (supervisord, restarted when they exit)
   database:  {cfg.database_path}
   status:    make status     (or: {supervisorctl} status)
   logs:      {layout.log_dir}/<program>.log   e.g. tail -f {layout.log_dir}/logger.log
