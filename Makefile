@@ -40,8 +40,20 @@ stop: $(STAMP)
 config: $(STAMP)
 	$(PY) -m appliance config --config $(PREFIX)/etc/rigtel/appliance.ini
 
-test: $(STAMP)
+test: $(STAMP) browser-deps
 	$(PY) -m pytest
+
+# The browser tests drive Debian's Chromium (Playwright never downloads a browser here).
+.PHONY: browser-deps
+browser-deps:
+	@if [ -x /usr/bin/chromium ]; then :; \
+	elif [ "$$(id -u)" = 0 ]; then \
+		echo "installing Debian's chromium for the browser tests"; \
+		apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y chromium; \
+	else \
+		echo "NOTE: /usr/bin/chromium is missing, so the browser tests (tests/test_browser.py) will be skipped."; \
+		echo "      Install it as root: 'sudo apt-get install chromium' (or 'sudo make browser-deps')."; \
+	fi
 
 bench: $(STAMP)
 	$(PY) tests/bench/run.py

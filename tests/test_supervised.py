@@ -17,7 +17,7 @@ import pytest
 
 from tests.conftest import clean_env
 
-PROGRAMS = {"broker", "saver", "simulator", "logger", "maintenance"}
+PROGRAMS = {"broker", "saver", "simulator", "logger", "maintenance", "web"}
 
 
 def free_ports(n: int) -> list[int]:
@@ -64,11 +64,12 @@ def dev_run(tmp_path: Path):
     prefix = tmp_path / "dev"
     etc = prefix / "etc/rigtel"
     etc.mkdir(parents=True)
-    frontend, backend = free_ports(2)
+    frontend, backend, web = free_ports(3)
     (etc / "appliance.ini").write_text(
         "[appliance]\nrig_id = test-rig\n"
         f"data_dir = {prefix}/var/lib/rigtel\ndatabase_path = {prefix}/var/lib/rigtel/rigtel.db\n"
-        f"broker_frontend_port = {frontend}\nbroker_backend_port = {backend}\n"
+        f"broker_frontend_port = {frontend}\nbroker_backend_port = {backend}\nweb_port = {web}\n"
+        f"supervisor_socket = {prefix}/run/rigtel/supervisor.sock\n"
         "simulator_rate_hz = 5\nsimulator_speed = 20\nlogger_summary_s = 1\n")
     env = clean_env(tmp_path)
     del env["RIGTEL_CONFIG"]  # the rendered supervisord.conf passes --config to every program
@@ -77,7 +78,7 @@ def dev_run(tmp_path: Path):
                             text=True)
     conf = etc / "supervisord.conf"
     try:
-        yield proc, conf, prefix
+        yield proc, conf, prefix, web
     finally:
         if proc.poll() is None:
             proc.send_signal(signal.SIGTERM)
@@ -86,7 +87,7 @@ def dev_run(tmp_path: Path):
 
 
 def test_make_run_brings_every_program_up_restarts_a_killed_one_and_stops_cleanly(dev_run):
-    proc, conf, prefix = dev_run
+    proc, conf, prefix, web_port = dev_run
     log_dir = prefix / "var/log/rigtel"
     wait_until(lambda: set(states(conf)) >= PROGRAMS and all(
         states(conf)[p][0] == "RUNNING" for p in PROGRAMS), 45, "every program RUNNING",
@@ -110,6 +111,14 @@ def test_make_run_brings_every_program_up_restarts_a_killed_one_and_stops_cleanl
         except sqlite3.OperationalError:
             return 0
     wait_until(lambda: stored_frames() > 0, 30, "simulator frames in the database")
+
+    # the dashboard answers, and its System view sees every program through supervisord
+    import json
+    import urllib.request
+    with urllib.request.urlopen(f"http://127.0.0.1:{web_port}/api/system", timeout=10) as r:
+        system = json.load(r)
+    assert {p["name"]: p["state"] for p in system["programs"]} == {p: "RUNNING" for p in PROGRAMS}
+    assert system["database"]["channels"] >= 20
 
     # kill -9 the broker: supervisord restarts it and data flows again
     pid = int(re.search(r"pid (\d+)", states(conf)["broker"][1]).group(1))

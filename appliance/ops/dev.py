@@ -86,17 +86,19 @@ def main(argv: Sequence[str]) -> int:
             sock.unlink()  # left over from a supervisord that was killed
     busy = [p for p in (cfg.broker_frontend_port, cfg.broker_backend_port)
             if port_in_use(cfg.bus_bind_host, p)]
+    busy += [cfg.web_port] if port_in_use(cfg.web_host, cfg.web_port) else []
     if busy:
         print(f"rigtel dev: port(s) {', '.join(map(str, busy))} on {cfg.bus_bind_host} are already in "
-              f"use, so the broker could not start. Find the owner with `ss -ltnp | grep -E "
+              f"use, so the appliance could not start. Find the owner with `ss -ltnp | grep -E "
               f"':({'|'.join(map(str, busy))})'`, stop it, or choose other ports in {layout.config_file} "
-              f"(broker_frontend_port, broker_backend_port).", file=sys.stderr)
+              f"(broker_frontend_port, broker_backend_port, web_port).", file=sys.stderr)
         return 1
 
     supervisorctl = f"{Path(sys.executable).parent / 'supervisorctl'} -c {conf}"
     print(f"""
 Drilling telemetry appliance, development prefix {layout.root}
-  programs:  broker, saver, simulator, logger, maintenance (supervisord, restarted when they exit)
+  dashboard: http://{cfg.web_host}:{cfg.web_port}/   (loopback only, no login yet: HTTPS and users come next)
+  programs:  broker, saver, web, simulator, logger, maintenance (supervisord, restarted when they exit)
   database:  {cfg.database_path}
   status:    make status     (or: {supervisorctl} status)
   logs:      {layout.log_dir}/<program>.log   e.g. tail -f {layout.log_dir}/logger.log

@@ -239,7 +239,9 @@ def stream():
                 conn = connect_reader(path)
                 try:
                     frames = [(ts, {n: v for n, v in zip(names, values) if v is not None})
-                              for ts, values in read.iter_rows(conn, names, backfill_from, now_ms() + 1,
+                              for ts, values in read.iter_rows(conn, names, backfill_from,
+                                                               # not now: a simulator's rig time runs ahead
+                                                               backfill_from + STREAM_BACKFILL_MS,
                                                                EXPORT_CHUNK_MS, known_only=True)]
                 finally:
                     conn.close()

@@ -44,7 +44,7 @@ def main(argv: Sequence[str]) -> int:
         return 1
     serving = threading.Thread(target=server.run, name="web-server", daemon=True)
     serving.start()
-    log.info("ready: dashboard on http://%s:%d/", cfg.web_host, server.effective_port)
+    log.info("ready: dashboard on http://%s:%d/", cfg.web_host, int(server.effective_port))
     heartbeat = Heartbeat(bus, "web", cfg.bus_heartbeat_s,
                           stats=lambda: {"streams": hub.stream_count(), "received": hub.stats["messages"]})
     while not stop.wait(heartbeat.seconds_to_next() or cfg.bus_heartbeat_s):
