@@ -208,7 +208,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("web_port", PORT, "8080",
             "Port of the dashboard's web server.", aliases=("FLASK_PORT",)),
     Setting("web_debug", _bool, "false",
-            "Flask debug mode for the dashboard (never on a rig).", aliases=("FLASK_DEBUG",)),
+            "Show Python tracebacks in the dashboard's error responses (for development; never on a rig).",
+            aliases=("FLASK_DEBUG",)),
     Setting("web_threads", _int_range(4, 512), "32",
             "Web server threads; each open live stream holds one."),
     Setting("web_max_streams", _int_range(1, 500), "24",
@@ -218,7 +219,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("web_root", _text, "",
             "Folder with the dashboard's templates/ and static/ (empty: webroot/ beside the package)."),
     Setting("supervisor_socket", _text, "/run/rigtel/supervisor.sock",
-            "supervisord's control socket, read by the System view and `rigtel status`."),
+            "supervisord's control socket, read by the dashboard's System view."),
     # -- simulator
     Setting("simulator_rate_hz", _float_range(0.1, 1000), "1",
             "Frames per second of rig time the simulator produces."),

@@ -185,6 +185,10 @@ def test_publisher_refuses_what_the_bus_cannot_carry(tmp_path):
             pub.publish("has space", {})
         with pytest.raises(ValueError, match="dict"):
             pub.publish("drilling", [1, 2])  # type: ignore[arg-type]
+        with pytest.raises(ValueError, match="whole epoch milliseconds"):
+            pub.publish_batch("drilling", [(1_764_449_520_000.5, {"SPPA": 1.0})])
+        with pytest.raises(ValueError, match="whole epoch milliseconds"):
+            pub.publish("drilling", {"SPPA": 1.0}, ts=-1)
         # nothing was sent, so the sequence did not advance
         assert pub.publish("drilling", {"SPPA": 1.0}) == 1
 

@@ -312,9 +312,9 @@ def test_the_nightly_job_checks_backs_up_rotates_and_alerts_on_corruption(tmp_pa
         f.write(os.urandom(8192))
     jobs.nightly()
     by_id = {e["id"]: e for e in emitted}
-    assert by_id["db-integrity"]["state"] == "active" and by_id["db-integrity"]["kind"] == "db_integrity"
+    assert by_id["db-integrity"]["state"] == "active_unack" and by_id["db-integrity"]["kind"] == "db_integrity"
     assert "Restore the latest good backup" in by_id["db-integrity"]["message"]
-    assert by_id["backup-failed"]["state"] == "active" and "damaged" in by_id["backup-failed"]["message"]
+    assert by_id["backup-failed"]["state"] == "active_unack" and "damaged" in by_id["backup-failed"]["message"]
 
 
 def test_rotation_deletes_backups_and_their_check_files_only(tmp_path):
@@ -434,10 +434,10 @@ def test_disk_guard_prunes_oldest_first_and_raises_then_clears_the_alert_on_the_
         assert query(db, "SELECT min(ts) FROM samples") == [(T0 + 4_000 * SECOND,)]  # oldest first
         alerts.wait_until(lambda: len([e for e in alerts.envelopes if e.topic == "alert"]) == 2, what="raise, clear")
         raised, cleared = [e.frames[0].data for e in alerts.envelopes if e.topic == "alert"]
-        assert raised["id"] == "disk-low" and raised["kind"] == "disk_low" and raised["state"] == "active"
+        assert raised["id"] == "disk-low" and raised["kind"] == "disk_low" and raised["state"] == "active_unack"
         assert raised["priority"] == "high" and raised["threshold_mb"] == 500 and raised["free_mb"] == 100.0
         assert "pruned the 4000 oldest raw samples" in raised["message"]
-        assert cleared["id"] == "disk-low" and cleared["state"] == "cleared" and cleared["free_mb"] == 800.0
+        assert cleared["id"] == "disk-low" and cleared["state"] == "cleared_unack" and cleared["free_mb"] == 800.0
 
         # still low and nothing older than an hour left: the alert stays, saying so
         free["mb"] = 50.0
@@ -445,13 +445,13 @@ def test_disk_guard_prunes_oldest_first_and_raises_then_clears_the_alert_on_the_
         assert query(db, "SELECT min(ts) FROM samples") == [(newest - HOUR_MS,)]
         alerts.wait_until(lambda: len([e for e in alerts.envelopes if e.topic == "alert"]) == 3, what="raise")
         again = [e.frames[0].data for e in alerts.envelopes if e.topic == "alert"][-1]
-        assert again["state"] == "active" and "Nothing older than an hour" in again["message"]
+        assert again["state"] == "active_unack" and "Nothing older than an hour" in again["message"]
         jobs.check(now_ms=newest + 60_000)  # no change: no new event
         free["mb"] = 900.0
         jobs.check(now_ms=newest + 60_000)
         alerts.wait_until(lambda: len([e for e in alerts.envelopes if e.topic == "alert"]) == 4, what="clear")
         assert [e.frames[0].data["state"] for e in alerts.envelopes if e.topic == "alert"] == [
-            "active", "cleared", "active", "cleared"]
+            "active_unack", "cleared_unack", "active_unack", "cleared_unack"]
 
 
 @pytest.fixture

@@ -160,3 +160,26 @@ def test_every_kind_of_bad_input_is_dead_lettered(broker, tmp_path):
         assert sum(w in r for r in reasons) == want.count((w,)), (w, reasons)
     # the good value of the frame with bad ones was kept, once
     assert rows(db, "SELECT count(*) FROM samples WHERE ts = ?", T0) == [(1,)]
+
+
+def test_a_message_that_cannot_be_stored_is_dead_lettered_and_the_rest_of_its_batch_kept(tmp_path):
+    from appliance.bus.envelope import Envelope, Frame
+    from appliance.store.saver import Saver
+    from appliance.store.writer import Writer
+    from tests.conftest import settings_for
+
+    cfg = settings_for(tmp_path, {"database_path": str(tmp_path / "s.db")})
+    writer = Writer(tmp_path / "s.db")
+    saver = Saver(cfg, writer)
+    good = Envelope("drilling", "rig-1.a", "b", 1, T0, (Frame(T0, {"DMEA": 1.0}),), 50)
+    # a payload the writer cannot encode back (a set is not JSON): a poisoned message
+    poison = Envelope("custom", "rig-1.b", "b", 1, T0, (Frame(T0, {"x": {1, 2}}),), 50)
+    later = Envelope("drilling", "rig-1.a", "b", 2, T0 + 1, (Frame(T0 + 1, {"DMEA": 2.0}),), 50)
+    for e in (good, poison, later):
+        saver.on_envelope(e)
+    assert saver.flush()
+    db = writer.db
+    assert db.execute("SELECT count(*) FROM samples WHERE ts IN (?, ?)", (T0, T0 + 1)).fetchone() == (2,)
+    (reason,) = db.execute("SELECT reason FROM dead_letters WHERE src = 'rig-1.b'").fetchone()
+    assert reason.startswith("could not be stored: TypeError")
+    writer.close()

@@ -121,3 +121,32 @@ def test_no_database_yet_is_a_503_that_says_why(tmp_path):
     app = create_app(cfg, hub=None, bus=RecordingBus())  # type: ignore[arg-type]
     r = app.test_client().get("/api/channels")
     assert r.status_code == 503 and "is the saver running" in orjson.loads(r.data)["error"]
+
+
+def test_stream_parameters_are_checked_and_a_head_request_gives_its_slot_back(tmp_path, stored):
+    from appliance.web.hub import LiveHub
+
+    cfg = settings_for(tmp_path, {"database_path": str(stored)})
+    hub = LiveHub(cfg, max_streams=1)  # not started: no bus needed to hand out slots
+    app = create_app(cfg, hub=hub, bus=RecordingBus())  # type: ignore[arg-type]
+    c = app.test_client()
+    assert c.get("/api/stream?rate_hz=abc").status_code == 400
+    assert "from 0.2 to 4" in c.get("/api/stream?rate_hz=0.000001").json["error"]
+    for _ in range(3):  # the server closes each response, as waitress does
+        with c.head("/api/stream") as r:
+            assert r.status_code == 200
+    assert hub.stream_count() == 0
+    assert c.get(f"/api/series?channels=HKLA&to={10**20}").status_code == 400
+    assert c.get("/api/export?channels=HKLA&from=0&to=9000000000000").status_code == 200
+
+
+def test_the_live_hub_takes_only_its_own_topics(tmp_path):
+    from appliance.bus.envelope import Envelope, Frame
+    from appliance.web.hub import LiveHub
+
+    hub = LiveHub(settings_for(tmp_path, {}), max_streams=2)
+    s = hub.open(None)
+    hub.on_envelope(Envelope("drilling_test", "x", "b", 1, T0, (Frame(T0, {"DMEA": 0.0}),), 10))
+    hub.on_envelope(Envelope("drilling", "x", "b", 1, T0, (Frame(T0, {"DMEA": 5000.0}),), 10))
+    assert hub.latest == {"DMEA": (T0, 5000.0)}
+    assert s.drain()[0] == [(T0, {"DMEA": 5000.0})]

@@ -168,3 +168,25 @@ def test_series_picks_the_resolution_for_the_window_and_budget(tmp_path):
         series(db, ["HKLA"], T0 + 1000, T0)
     with pytest.raises(QueryError, match="max_points"):
         series(db, ["HKLA"], T0, T0 + 1000, max_points=0)
+
+
+def test_values_that_would_break_sqlite_are_refused_not_fatal(tmp_path):
+    w = Writer(tmp_path / "t.db")
+    stats = w.commit(Batch([env("mud_lab", 1, [(T0, {"big": 2**64, "ok": 1})]),
+                            env("drilling", 1, [(T0 + 1, {})])]))
+    # 2**64 fits a float: stored as one (an int column would overflow)
+    assert stats.values == 2 and stats.dead_letters == 1
+    col = sample_columns(w.db)["mud_lab.big"]
+    assert w.db.execute(f"SELECT {col} FROM samples WHERE ts = ?", (T0,)).fetchone() == (float(2**64),)
+    assert w.db.execute("SELECT reason FROM dead_letters").fetchone() == ("empty frame: no values",)
+
+
+def test_channels_beyond_the_column_limit_are_dead_lettered(tmp_path, monkeypatch):
+    from appliance.store import writer as writer_module
+    monkeypatch.setattr(writer_module, "MAX_CHANNELS", 3)
+    w = Writer(tmp_path / "t.db")
+    stats = w.commit(Batch([env("drilling", 1, [(T0, {"DMEA": 1.0, "HKLA": 2.0, "SPPA": 3.0, "TQA": 4.0})])]))
+    assert stats.values == 3 and stats.dead_letters == 1
+    assert "channel limit of 3 reached" in w.db.execute("SELECT reason FROM dead_letters").fetchone()[0]
+    # later frames of known channels still go the fast way
+    assert w.commit(Batch([env("drilling", 2, [(T0 + 1, {"DMEA": 1.0})])])).values == 1

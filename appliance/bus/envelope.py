@@ -26,6 +26,9 @@ import orjson
 
 VERSION = 1
 MAX_TOPIC_BYTES = 255
+MAX_SEQ = 2**63 - 1  # SQLite's integers are 64-bit
+MAX_TS = 2**53  # epoch ms; exact in a double, and far beyond any real date
+MAX_DEPTH = 64  # nesting of custom payloads: orjson writes at most 255 levels back
 
 
 class Rejected(ValueError):
@@ -124,10 +127,10 @@ def decode(topic: bytes, payload: bytes, max_bytes: int) -> Envelope:
         raise Rejected("'src' missing or not a non-empty string")
     if not isinstance(boot, str) or not boot:
         raise Rejected("'boot' missing or not a non-empty string")
-    if not _is_int(seq) or seq < 1:
-        raise Rejected(f"'seq' must be a whole number >= 1, not {seq!r}")
-    if not _is_int(ts) or ts < 0:
-        raise Rejected(f"'ts' must be epoch milliseconds, not {ts!r}")
+    if not _is_int(seq) or not 1 <= seq <= MAX_SEQ:
+        raise Rejected(f"'seq' must be a whole number from 1 to 2^63-1, not {str(seq)[:40]}")
+    if not _is_int(ts) or not 0 <= ts < MAX_TS:
+        raise Rejected(f"'ts' must be epoch milliseconds, not {str(ts)[:40]}")
     if "batch" in env:
         items = env["batch"]
         if not isinstance(items, list) or not items:
@@ -137,15 +140,28 @@ def decode(topic: bytes, payload: bytes, max_bytes: int) -> Envelope:
             if not isinstance(item, dict):
                 raise Rejected(f"batch[{i}] is not an object")
             fts, fdata = item.get("ts"), item.get("data")
-            if not _is_int(fts) or fts < 0:
-                raise Rejected(f"batch[{i}].ts must be epoch milliseconds, not {fts!r}")
+            if not _is_int(fts) or not 0 <= fts < MAX_TS:
+                raise Rejected(f"batch[{i}].ts must be epoch milliseconds, not {str(fts)[:40]}")
             if not isinstance(fdata, dict):
                 raise Rejected(f"batch[{i}].data must be an object")
+            _check_depth(fdata, f"batch[{i}].data")
             frames.append(Frame(fts, fdata))
         frames_t = tuple(frames)
     else:
         data = env.get("data")
         if not isinstance(data, dict):
             raise Rejected("'data' missing or not an object")
+        _check_depth(data, "data")
         frames_t = (Frame(ts, data),)
     return Envelope(topic_text, src, boot, seq, ts, frames_t, size)
+
+
+def _check_depth(data: dict, where: str) -> None:
+    """Reject payloads nested deeper than MAX_DEPTH (they could not be written back out)."""
+    stack = [(v, 1) for v in data.values() if isinstance(v, (dict, list))]
+    while stack:  # frames of plain numbers never enter the loop
+        value, depth = stack.pop()
+        if depth >= MAX_DEPTH:
+            raise Rejected(f"{where} is nested more than {MAX_DEPTH} levels deep")
+        children = value.values() if isinstance(value, dict) else value
+        stack.extend((c, depth + 1) for c in children if isinstance(c, (dict, list)))

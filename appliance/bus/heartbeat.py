@@ -1,7 +1,7 @@
 """Heartbeats: every program says it is alive on `sys.heartbeat` at a steady interval.
 
 A heartbeat carries the program's name, process id, uptime and whatever small
-statistics the program adds, so the logger, the dashboard and `rigtel status` can tell
+statistics the program adds, so the logger and the dashboard can tell
 a live program from one that has hung.
 """
 

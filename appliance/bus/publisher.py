@@ -22,13 +22,19 @@ from typing import Any, Iterable
 
 import zmq
 
-from appliance.bus.envelope import check_finite, check_topic, encode
+from appliance.bus.envelope import MAX_TS, check_finite, check_topic, encode
 from appliance.config import Config, load
 from appliance.ops.runtime import tcp_endpoint
 
 
 def now_ms() -> int:
     return time.time_ns() // 1_000_000
+
+
+def check_ts(ts: object, where: str = "") -> None:
+    if isinstance(ts, bool) or not isinstance(ts, int) or not 0 <= ts < MAX_TS:
+        raise ValueError(f"{where}ts must be whole epoch milliseconds (an int such as "
+                         f"time.time_ns() // 1_000_000), not {ts!r}")
 
 
 class Publisher:
@@ -64,6 +70,8 @@ class Publisher:
         if not isinstance(data, dict):
             raise ValueError(f"data must be a dict, not {type(data).__name__}")
         check_finite(data)
+        if ts is not None:
+            check_ts(ts)
         return self._send(topic, ts, data=data)
 
     def publish_batch(self, topic: str, frames: Iterable[tuple[int, dict[str, Any]]]) -> int:
@@ -75,6 +83,7 @@ class Publisher:
             if not isinstance(data, dict):
                 raise ValueError(f"frame {i}: data must be a dict, not {type(data).__name__}")
             check_finite(data, f"frame {i}")
+            check_ts(ts, f"frame {i}: ")
         return self._send(topic, None, batch=frames)
 
     def _send(self, topic: str, ts: int | None, **body: Any) -> int:

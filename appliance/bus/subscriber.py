@@ -46,7 +46,7 @@ class Reject:
 
     received_ms: int
     topic: bytes
-    payload: bytes  # at most KEEP_PAYLOAD_BYTES of it
+    payload: bytes  # all of it, or its first KEEP_PAYLOAD_BYTES when it was oversized
     size: int  # bytes received in all
     reason: str
 
@@ -148,8 +148,9 @@ class DataSubscriber:
 
     def _reject(self, topic: bytes, payload: bytes, size: int, reason: str) -> None:
         self.stats["rejected"] += 1
-        self.on_reject(Reject(time.time_ns() // 1_000_000, topic[:256],
-                              payload[:KEEP_PAYLOAD_BYTES], size, reason))
+        # keep the whole message when it is within the size limit, else its start
+        kept = payload if size <= self.max_message_bytes else payload[:KEEP_PAYLOAD_BYTES]
+        self.on_reject(Reject(time.time_ns() // 1_000_000, topic[:256], kept, size, reason))
 
     def start(self) -> None:
         """Connect, subscribe and dispatch messages until stop() is called."""

@@ -270,7 +270,7 @@ class Maintenance:
         try:
             for alert_id, state in db.execute(
                     "SELECT alert_id, state FROM alerts WHERE src = ? ORDER BY ts, id", (self.src,)):
-                states[alert_id] = state == "active"
+                states[alert_id] = state in ("active_unack", "active_ack")
         except sqlite3.Error:
             pass
         finally:
@@ -285,7 +285,9 @@ class Maintenance:
             if self.active.get(alert_id, False) == raised:
                 return
             self.active[alert_id] = raised
-        data = {"id": alert_id, "kind": kind, "state": "active" if raised else "cleared",
+        # ISA-18.2 states, as the dashboard knows them: raised unacknowledged; a clear
+        # still waits for an operator's acknowledgement
+        data = {"id": alert_id, "kind": kind, "state": "active_unack" if raised else "cleared_unack",
                 "priority": priority, "message": message, **details}
         (log.warning if raised else log.info)("alert %s %s: %s", alert_id, data["state"], message)
         self.emit(ALERT_TOPIC, data)

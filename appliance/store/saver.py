@@ -28,6 +28,7 @@ log = logging.getLogger("rigtel.saver")
 
 SKIP_PREFIX = "sys."
 RETRY_S = 1.0
+SHUTDOWN_S = 10.0  # supervisord waits stopwaitsecs = 15 s before SIGKILL
 
 
 class Saver(DataSubscriber):
@@ -66,7 +67,7 @@ class Saver(DataSubscriber):
             return
         self._pending(len(env.frames))
         self.batch.envelopes.append(env)
-        if self.pending_frames >= self.batch_frames:
+        if self.pending_frames >= self.batch_frames and time.monotonic() >= self.retry_at:
             self.flush()
 
     def on_gap(self, gap: Gap) -> None:
@@ -120,16 +121,53 @@ class Saver(DataSubscriber):
             return True
         try:
             self.writer.commit(self.batch)
-        except sqlite3.Error as e:
-            self.retry_at = time.monotonic() + RETRY_S
-            log.error("cannot commit %d message(s) (%s); keeping them and retrying in %.0f s",
-                      len(self.batch.envelopes), e, RETRY_S)
-            return False
+        except Exception as e:
+            if retryable(e):
+                self.retry_at = time.monotonic() + RETRY_S
+                log.error("cannot commit %d message(s) (%s); keeping them and retrying in %.0f s",
+                          len(self.batch.envelopes), e, RETRY_S)
+                return False
+            # something in the batch itself cannot be stored: find it, keep the rest
+            log.error("a batch of %d message(s) failed (%s: %s); committing them one by one",
+                      len(self.batch.envelopes), type(e).__name__, e)
+            if not self._commit_one_by_one():
+                return False
         self.commits += 1
         self.last_commit_ms = now_ms()
         self.batch = Batch()
         self.pending_frames = 0
         return True
+
+    def _commit_one_by_one(self) -> bool:
+        """Commit each message alone; those that still fail go to the dead letters."""
+        batch = self.batch
+        for i, env in enumerate(batch.envelopes):
+            try:
+                self.writer.commit(Batch([env]))
+            except Exception as e:
+                if retryable(e):  # the database went away meanwhile: keep the rest for later
+                    batch.envelopes = batch.envelopes[i:]
+                    self.retry_at = time.monotonic() + RETRY_S
+                    return False
+                log.error("message seq %d from %s on %r cannot be stored: %s", env.seq, env.src, env.topic, e)
+                batch.refused.append((now_ms(), env.topic, env.src, env.seq,
+                                      f"could not be stored: {type(e).__name__}: {e}"[:500], env.size, b""))
+        batch.envelopes = []
+        try:
+            self.writer.commit(batch)  # gaps, rejects and the refused
+        except Exception as e:
+            self.retry_at = time.monotonic() + RETRY_S
+            log.error("cannot commit dead letters and gaps (%s); retrying", e)
+            return False
+        return True
+
+
+RETRYABLE_CODES = {5, 6, 10, 13, 14}  # SQLITE_BUSY, LOCKED, IOERR, FULL, CANTOPEN
+
+
+def retryable(e: Exception) -> bool:
+    """Whether a failed commit is the database's trouble (wait and retry) rather than the data's."""
+    return isinstance(e, sqlite3.Error) and (getattr(e, "sqlite_errorcode", 0) & 0xFF) in RETRYABLE_CODES
 
 
 def main(argv: Sequence[str]) -> int:
@@ -153,14 +191,15 @@ def main(argv: Sequence[str]) -> int:
             log.info("ready: writing %s, listening on %s (%d stream position(s) restored)",
                      cfg.database_path, saver.endpoint, len(saver.tracker.last))
             saver.start()
-            # SIGTERM: commit what is waiting before leaving
-            for _ in range(3):
-                if saver.flush():
-                    break
-                time.sleep(RETRY_S)  # a retry back-off, within supervisord's stopwaitsecs
-            else:
-                log.error("exiting with %d uncommitted message(s)", len(saver.batch.envelopes))
-                return 1
+            # SIGTERM: commit what is waiting before leaving, within supervisord's stopwaitsecs
+            writer.db.execute("PRAGMA busy_timeout = 3000")
+            deadline = time.monotonic() + SHUTDOWN_S
+            while not saver.flush():
+                if time.monotonic() + RETRY_S > deadline:
+                    log.error("exiting with %d uncommitted message(s); they will show as a gap",
+                              len(saver.batch.envelopes))
+                    return 1
+                time.sleep(RETRY_S)  # a retry back-off, not a wait for readiness
     finally:
         writer.close()
     log.info("stopped: %s", saver.summary())

@@ -133,7 +133,7 @@ def connect_writer(path: str | Path) -> sqlite3.Connection:
 
 def connect_reader(path: str | Path) -> sqlite3.Connection:
     """A read-only connection for queries, exports and the dashboard."""
-    db = sqlite3.connect(f"file:{Path(path)}?mode=ro", uri=True, isolation_level=None,
+    db = sqlite3.connect(f"{Path(path).resolve().as_uri()}?mode=ro", uri=True, isolation_level=None,
                          check_same_thread=True)
     db.execute("PRAGMA busy_timeout = 10000")
     return db

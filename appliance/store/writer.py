@@ -34,6 +34,8 @@ from appliance.store.schema import connect_writer
 CHANNEL_TOPICS = ("drilling", "derived")
 ALERT_TOPIC = "alert"
 CHANNEL_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.:/%-]{0,127}$")
+# SQLite allows 2,000 columns in a table; values of channels beyond this are dead-lettered
+MAX_CHANNELS = 1900
 KEEP_PAYLOAD_BYTES = 4096
 
 
@@ -138,7 +140,8 @@ class Writer:
         if plan is None:
             channel_topic = topic in CHANNEL_TOPICS
             names = tuple(k if channel_topic else f"{topic}.{k}" for k in keys)
-            valid = all(CHANNEL_NAME.match(n) for n in names)
+            new = sum(n not in self.columns for n in names)
+            valid = all(CHANNEL_NAME.match(n) for n in names) and len(self.columns) + new <= MAX_CHANNELS
             columns = tuple(self._channel(n, topic, ts) for n in names) if valid else ()
             bounds = [(BY_MNEMONIC[n].low, BY_MNEMONIC[n].high) if n in BY_MNEMONIC else (-np.inf, np.inf)
                       for n in names]
@@ -187,6 +190,8 @@ class Writer:
                         events.append((frame.ts, topic, env.src, env.seq, orjson.dumps(data).decode()))
                     elif data:
                         groups[(topic, tuple(data))].append((env, frame))
+                    else:
+                        dead.append((received, topic, env.src, env.seq, "empty frame: no values", 0, b"{}"))
 
             for (topic, keys), items in groups.items():
                 plan = self._plan(topic, keys, items[0][1].ts)
@@ -197,7 +202,8 @@ class Writer:
                         self._frame_slowly(env, frame, received, dead, rows_by_columns, series)
                     continue
                 ts = np.fromiter((f.ts for _, f in items), dtype=np.int64, count=len(items))
-                rows_by_columns[plan.columns].extend(zip(ts.tolist(), *zip(*values)))
+                # the checked floats, not the publisher's objects (an int may exceed 64 bits)
+                rows_by_columns[plan.columns].extend(zip(ts.tolist(), *arr.T.tolist()))
                 for j, name in enumerate(plan.names):
                     ts_chunks, value_chunks = series[name]
                     ts_chunks.append(ts)
@@ -272,6 +278,8 @@ class Writer:
             name = k if channel_topic else f"{env.topic}.{k}"
             reason = None if CHANNEL_NAME.match(name) else "bad channel name"
             reason = reason or check_value(name, v)
+            if reason is None and name not in self.columns and len(self.columns) >= MAX_CHANNELS:
+                reason = f"{name}: channel limit of {MAX_CHANNELS} reached; not stored"
             if reason is not None:
                 dead.append((received, env.topic, env.src, env.seq, reason, 0,
                              orjson.dumps({"ts": frame.ts, k[:200]: v}, default=str)[:KEEP_PAYLOAD_BYTES]))

@@ -11,7 +11,6 @@ import io
 import os
 import shutil
 import sqlite3
-import threading
 import time
 import xmlrpc.client
 from typing import Any, Iterator
@@ -19,6 +18,7 @@ from typing import Any, Iterator
 import orjson
 from flask import Blueprint, Response, abort, current_app, g, jsonify, request
 
+from appliance.bus.envelope import MAX_TS
 from appliance.channels import BY_MNEMONIC
 from appliance.store import read
 from appliance.store.schema import connect_reader
@@ -65,7 +65,7 @@ def now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
-def int_arg(name: str, default: int | None = None, low: int | None = None, high: int | None = None) -> int:
+def int_arg(name: str, default: int | None = None, low: int = 0, high: int = MAX_TS - 1) -> int:
     raw = request.args.get(name)
     if raw is None or raw == "":
         if default is None:
@@ -75,7 +75,7 @@ def int_arg(name: str, default: int | None = None, low: int | None = None, high:
         value = int(raw)
     except ValueError:
         raise BadRequest(f"parameter '{name}' must be a whole number, not {raw[:40]!r}") from None
-    if (low is not None and value < low) or (high is not None and value > high):
+    if not low <= value <= high:
         raise BadRequest(f"parameter '{name}' must be between {low} and {high}")
     return value
 
@@ -215,9 +215,13 @@ def stream():
     if hub is None:
         return json({"error": "live data is not available in this process"}, 503)
     names = channels_arg(required=False)
-    rate_hz = min(float(cfg().web_stream_hz), float(request.args.get("rate_hz") or cfg().web_stream_hz))
-    if rate_hz <= 0:
-        raise BadRequest("parameter 'rate_hz' must be positive")
+    ceiling = float(cfg().web_stream_hz)
+    try:
+        rate_hz = float(request.args.get("rate_hz") or ceiling)
+    except ValueError:
+        raise BadRequest("parameter 'rate_hz' must be a number") from None
+    if not 0.2 <= rate_hz <= ceiling:
+        raise BadRequest(f"parameter 'rate_hz' must be from 0.2 to {ceiling:g}")
     last_id = request.headers.get("Last-Event-ID") or request.args.get("last_event_id")
     backfill_from = None
     if last_id:
@@ -265,12 +269,15 @@ def stream():
                     yield sse("status", {"data_age_s": hub.data_age_s(), "skipped": s.skipped,
                                          "streams": hub.stream_count()})
                 # coalesce: whatever arrives during the interval goes out together
-                threading.Event().wait(interval)
+                hub.wait_stopping(interval)
         finally:
             hub.close_stream(s)
 
-    return Response(generate(), mimetype="text/event-stream",
-                    headers={"X-Accel-Buffering": "no", "Cache-Control": "no-store"})
+    response = Response(generate(), mimetype="text/event-stream",
+                        headers={"X-Accel-Buffering": "no", "Cache-Control": "no-store"})
+    # also when the generator never starts (a HEAD request): give the slot back
+    response.call_on_close(lambda: hub.close_stream(s))
+    return response
 
 
 # -- system -----------------------------------------------------------------------------
@@ -280,9 +287,17 @@ def supervisor_states(socket_path: str) -> list[dict[str, Any]] | str:
     """Every program's state from supervisord, or why it could not be asked."""
     if not os.path.exists(socket_path):
         return f"no supervisord control socket at {socket_path}"
-    from supervisor.xmlrpc import SupervisorTransport
+    from supervisor.xmlrpc import SupervisorTransport, UnixStreamHTTPConnection
+
+    class TimedConnection(UnixStreamHTTPConnection):
+        def connect(self) -> None:
+            super().connect()
+            self.sock.settimeout(5)  # a hung supervisord must not hold a web thread
 
     transport = SupervisorTransport(None, None, serverurl=f"unix://{socket_path}")
+    connection = TimedConnection("localhost")
+    connection.socketfile = socket_path
+    transport._get_connection = lambda: connection
     try:
         proxy = xmlrpc.client.ServerProxy("http://127.0.0.1", transport=transport)
         infos = proxy.supervisor.getAllProcessInfo()

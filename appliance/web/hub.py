@@ -56,9 +56,9 @@ class Stream:
         self.wake.set()
 
     def drain(self) -> tuple[list[tuple[int, dict]], list[tuple[int, dict]]]:
+        self.wake.clear()  # before emptying: whatever arrives meanwhile sets it again
         frames = [self.queue.popleft() for _ in range(len(self.queue))]
         alerts = [self.alerts.popleft() for _ in range(len(self.alerts))]
-        self.wake.clear()
         return frames, alerts
 
 
@@ -111,6 +111,8 @@ class LiveHub(DataSubscriber):
     # -- the bus -------------------------------------------------------------------------
 
     def on_envelope(self, env: Envelope) -> None:
+        if env.topic not in LIVE_TOPICS:
+            return  # ZeroMQ matches prefixes: `drilling_test` is not `drilling`
         with self.lock:
             streams = list(self.streams.values())
         if env.topic == "alert":
@@ -134,6 +136,10 @@ class LiveHub(DataSubscriber):
             self.last_frame_monotonic = time.monotonic()
             for s in streams:
                 s.offer(frame.ts, numbers)
+
+    def wait_stopping(self, timeout: float) -> bool:
+        """Wait up to `timeout` s; True when the hub is stopping."""
+        return self._stop.wait(timeout)
 
     @property
     def stopping(self) -> bool:

@@ -36,7 +36,8 @@ def main(argv: Sequence[str]) -> int:
     app = create_app(cfg, hub=hub, bus=bus)
     try:
         server = create_server(app, host=cfg.web_host, port=cfg.web_port, threads=cfg.web_threads,
-                               ident="rigtel", channel_timeout=60, cleanup_interval=10)
+                               ident="rigtel", channel_timeout=60, cleanup_interval=10,
+                               expose_tracebacks=cfg.web_debug)
     except OSError as e:
         log.error("cannot listen on %s:%d: %s. Another program holds the port (`ss -ltnp | grep "
                   ":%d`), or choose another with web_port.", cfg.web_host, cfg.web_port, e, cfg.web_port)
