@@ -29,6 +29,7 @@ MAX_TOPIC_BYTES = 255
 MAX_SEQ = 2**63 - 1  # SQLite's integers are 64-bit
 MAX_TS = 2**53  # epoch ms; exact in a double, and far beyond any real date
 MAX_DEPTH = 64  # nesting of custom payloads: orjson writes at most 255 levels back
+CONTAINERS = {dict, list}
 
 
 class Rejected(ValueError):
@@ -158,8 +159,10 @@ def decode(topic: bytes, payload: bytes, max_bytes: int) -> Envelope:
 
 def _check_depth(data: dict, where: str) -> None:
     """Reject payloads nested deeper than MAX_DEPTH (they could not be written back out)."""
+    if not CONTAINERS & set(map(type, data.values())):
+        return  # the usual frame of plain values, checked at C speed
     stack = [(v, 1) for v in data.values() if isinstance(v, (dict, list))]
-    while stack:  # frames of plain numbers never enter the loop
+    while stack:
         value, depth = stack.pop()
         if depth >= MAX_DEPTH:
             raise Rejected(f"{where} is nested more than {MAX_DEPTH} levels deep")
