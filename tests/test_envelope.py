@@ -106,3 +106,28 @@ def test_catalogue_is_consistent():
     assert "not a number" in check_value("SPPA", "3000")
     assert "not a number" in check_value("X", True)
     assert check_value("CUSTOM", 1e12) is None  # unknown channels only need to be finite
+
+
+def test_tally_counts_exactly_from_a_sample():
+    from appliance.bus.tally import FORGET_AFTER, Tally
+
+    t = Tally()
+    msgs = {seq: [b"drilling", encode("rig-1.sim", "b1", seq, 1, data={"DMEA": 1.0})] for seq in range(1, 1001)}
+    for seq in (1, 2, 10, 500, 1000):  # a sample: the other 995 were dropped by the tap queue
+        t.add(msgs[seq])
+    t.add([b"\x01drilling"])
+    t.add([b"drilling", b"not json"])
+    t.add(msgs[500])  # a repeat adds nothing
+    body = t.summary(10.0)
+    drilling = body["topics"]["drilling"]
+    assert drilling["messages"] == 1000 and drilling["per_s"] == 100.0
+    # bytes are estimated from the sampled sizes (which differ by the digits of seq)
+    assert drilling["bytes"] == pytest.approx(1000 * (len(b"drilling") + len(msgs[500][1])), rel=0.03)
+    assert body["sources"] == {"rig-1.sim": 1000} and body["publishers_seen"] == 1
+    assert (body["subscriptions"], body["malformed"]) == (1, 1)
+    assert body["sampled_fraction"] == 0.006
+    t.add([b"drilling", encode("rig-1.sim", "b1", 1200, 1, data={})])  # the next interval continues
+    assert t.summary(10.0)["topics"]["drilling"]["messages"] == 200
+    for _ in range(FORGET_AFTER + 1):
+        t.summary(10.0)
+    assert not t.streams  # a silent stream is forgotten
