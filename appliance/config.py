@@ -214,7 +214,7 @@ SETTINGS: tuple[Setting, ...] = (
             "Web server threads; each open live stream holds one."),
     Setting("web_max_streams", _int_range(1, 500), "24",
             "Live streams served at once; more are answered 503 with Retry-After (keep below web_threads)."),
-    Setting("web_stream_hz", _float_range(0.2, 50), "4",
+    Setting("web_stream_hz", _float_range(0.2, 50), "20",
             "Most live updates per second sent to each browser (frames in between are coalesced)."),
     Setting("web_root", _text, "",
             "Folder with the dashboard's templates/ and static/ (empty: webroot/ beside the package)."),

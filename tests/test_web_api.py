@@ -131,7 +131,7 @@ def test_stream_parameters_are_checked_and_a_head_request_gives_its_slot_back(tm
     app = create_app(cfg, hub=hub, bus=RecordingBus())  # type: ignore[arg-type]
     c = app.test_client()
     assert c.get("/api/stream?rate_hz=abc").status_code == 400
-    assert "from 0.2 to 4" in c.get("/api/stream?rate_hz=0.000001").json["error"]
+    assert "from 0.2 to 20" in c.get("/api/stream?rate_hz=0.000001").json["error"]
     for _ in range(3):  # the server closes each response, as waitress does
         with c.head("/api/stream") as r:
             assert r.status_code == 200

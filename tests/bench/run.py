@@ -43,6 +43,7 @@ if str(REPO) not in sys.path:
 BENCHMARKS: dict[str, str] = {
     "bus": "tests.bench.bus",
     "storage": "tests.bench.storage",
+    "web": "tests.bench.web",
 }
 
 OPS = {">=": (lambda x, limit: x >= limit, "≥"), "<=": (lambda x, limit: x <= limit, "≤")}
