@@ -188,6 +188,9 @@ def test_history_loads_and_export_downloads_the_rows_stored(stack, page):
     page.wait_for_selector("#history-chart[data-loaded]")
     assert page.evaluate("document.getElementById('history-chart').data.find(t => t.meta === 'HKLA').x.length") > 0
     page.wait_for_selector("#corr-table")
+    page.wait_for_selector("#performance[data-loaded]")  # KPIs over the same range, said to be estimates
+    assert "predictor not running" in page.text_content("#kpi-source")
+    assert page.evaluate("document.getElementById('kpi-activity-chart').data[0].y.length") == 7
     screenshot(page, "analytics")
 
     conn = connect_reader(str(stack.db))

@@ -71,8 +71,9 @@ def test_slow_subscriber_gap_is_detected_and_counted(tmp_path):
         total = 20_000
         with Publisher("fast", settings=cfg) as pub, Slow(["drilling", "probe"], cfg) as c:
             wait_subscribed(pub, c)
+            # 2 KB each, 40 MB in all: more than loopback TCP buffers can hide
             for i in range(total):
-                pub.publish("drilling", {"n": i})
+                pub.publish("drilling", {"n": i, "pad": "x" * 2000})
             release.set()
             # the broker may drop anything while the subscriber is stalled, so the end
             # marker is repeated until it gets through

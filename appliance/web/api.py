@@ -337,3 +337,18 @@ def system():
         "disk": {"free_bytes": disk.free, "total_bytes": disk.total} if disk else None,
         "last_backup": last_backup,
     })
+
+
+# -- performance KPIs -------------------------------------------------------------------
+
+
+@bp.get("/kpis")
+def kpis():
+    """Connections, trips, ROP per stand, time by activity and NPT, estimated from raw channels."""
+    from appliance.analytics import kpis as estimate
+
+    end = int_arg("to", now_ms())
+    start = int_arg("from", end - 86_400_000)
+    if end <= start:
+        raise BadRequest(f"the range is empty or inverted: from {start} to {end}")
+    return json(estimate.kpis_for_range(db(), start, end))

@@ -1,6 +1,7 @@
 /* Analytics view: history of any channel set over any range, the drilling curve (depth
    versus time), a correlation scatter coloured by a third channel, a correlation matrix
-   computed here from the /api/series answer, and a CSV export link for the same selection.
+   computed here from the /api/series answer, a CSV export link for the same selection, and
+   performance KPIs from /api/kpis (estimated from raw channels until the predictor runs).
 
    /api/series chooses the resolution (raw samples, or 1-minute / 1-hour roll-ups) from the
    point budget; rolled-up data is drawn as a min-max band with the average as a line.
@@ -155,6 +156,7 @@
     }
     loadDepth(r);
     loadScatter(r);
+    loadKpis(r);
   }
 
   function values(series) { return series.value || series.avg; }
@@ -323,6 +325,96 @@
     });
     table.append(body);
     box.append(table);
+  }
+
+  // -- performance KPIs (estimated from raw channels until the predictor runs) -------------
+
+  const ACTIVITY_TEXT = [['drilling_h', 'drilling', '#3ddc84'], ['connection_h', 'connection', '#ffd23f'],
+    ['tripping_in_h', 'tripping in', '#4cc9f0'], ['tripping_out_h', 'tripping out', '#b8b8ff'],
+    ['circulating_h', 'circulating', '#00f5d4'], ['other_h', 'other / idle', '#ff9f1c'], ['no_data_h', 'no data', '#5a6a7a']];
+
+  function kpiTable(id, head, rows, empty) {
+    const box = $(id);
+    if (!rows.length) { box.replaceChildren(rigtel.h('p', { className: 'muted', text: empty })); return; }
+    const body = rigtel.h('tbody');
+    for (const r of rows) {
+      body.append(rigtel.h('tr', {}, ...r.map(function (cell, i) {
+        return rigtel.h('td', { className: i === 0 ? 'time' : 'num', text: cell });
+      })));
+    }
+    box.replaceChildren(rigtel.h('table', { className: 'grid', id: id + '-table' },
+      rigtel.h('thead', {}, rigtel.h('tr', {}, ...head.map(function (t) { return rigtel.h('th', { text: t }); }))), body));
+  }
+
+  function speedText(s) {
+    if (!s || s.ft_h === null) return 'none in range';
+    return rigtel.fmtNumber(s.ft_h) + ' ft/h, ' + rigtel.fmtNumber(s.stands_per_h) + ' stands/h' +
+      (s.running_ft_h !== null ? ' (' + rigtel.fmtNumber(s.running_ft_h) + ' ft/h out of slips)' : '');
+  }
+
+  function drawKpis(k) {
+    $('kpi-source').textContent = '(' + k.source + ')';
+    const missing = $('kpi-missing');
+    missing.replaceChildren(...k.missing.map(function (m) {
+      return rigtel.h('li', { text: m.kpi.replace(/_/g, ' ') + ' not computed: ' + m.reason });
+    }), ...(k.notes || []).map(function (n) { return rigtel.h('li', { text: n }); }));
+    missing.hidden = !missing.children.length;
+    const chart = $('kpi-activity-chart');
+    if (k.time_by_activity) {
+      const t = k.time_by_activity;
+      Plotly.react(chart, [{ type: 'bar', x: ACTIVITY_TEXT.map(function (a) { return a[1]; }),
+        y: ACTIVITY_TEXT.map(function (a) { return t[a[0]]; }), marker: { color: ACTIVITY_TEXT.map(function (a) { return a[2]; }) },
+        hovertemplate: '%{x}: %{y:.2f} h<extra></extra>' }],
+      baseLayout({ height: 300, margin: { l: 60, r: 20, t: 10, b: 40 }, yaxis: axis({ title: { text: 'hours' } }), xaxis: axis() }), CONFIG);
+    } else {
+      Plotly.purge(chart);
+      chart.textContent = 'No activity breakdown for this range.';
+    }
+    const c = k.connection_summary;
+    const speed = k.tripping_speed || {};
+    $('kpi-facts').replaceChildren(...[
+      ['connections', c ? String(c.count) : 'not computed'],
+      ['slip to slip, median', c ? rigtel.fmtDuration(c.median_s) : '—'],
+      ['slip to slip, 90th percentile', c ? rigtel.fmtDuration(c.p90_s) : '—'],
+      ['weight to weight, median', c ? rigtel.fmtDuration(c.weight_to_weight_median_s) : '—'],
+      ['tripping in', speedText(speed.in)],
+      ['tripping out', speedText(speed.out)],
+      ['in slips below', k.thresholds.in_slips_below_klbf === null ? 'no slips level found' : k.thresholds.in_slips_below_klbf + ' klbf'],
+    ].flatMap(function (row) { return [rigtel.h('dt', { text: row[0] }), rigtel.h('dd', { text: row[1] })]; }));
+    kpiTable('kpi-connections', ['start (UTC)', 'hole depth [ft]', 'slip to slip', 'weight to weight'],
+      k.connections.map(function (x) {
+        return [rigtel.fmtTime(x.start), rigtel.fmtNumber(x.depth_ft), rigtel.fmtDuration(x.duration_s), rigtel.fmtDuration(x.weight_to_weight_s)];
+      }), 'No connections found in this range.');
+    kpiTable('kpi-rop', ['start (UTC)', 'from [ft]', 'to [ft]', 'on bottom', 'ROP [ft/h]'],
+      k.rop_per_stand.map(function (x) {
+        return [rigtel.fmtTime(x.start), rigtel.fmtNumber(x.start_depth_ft), rigtel.fmtNumber(x.end_depth_ft),
+          rigtel.fmtDuration(x.on_bottom_s), rigtel.fmtNumber(x.rop_ft_h) + (x.partial ? ' (part stand)' : '')];
+      }), 'No drilling found in this range.');
+    kpiTable('kpi-trips', ['start (UTC)', 'direction', 'from [ft]', 'to [ft]', 'duration', 'ft/h'],
+      k.trips.map(function (x) {
+        return [rigtel.fmtTime(x.start), x.direction, rigtel.fmtNumber(x.from_depth_ft), rigtel.fmtNumber(x.to_depth_ft),
+          rigtel.fmtDuration(x.duration_s), rigtel.fmtNumber(x.ft_h)];
+      }), 'No trips found in this range.');
+    kpiTable('kpi-npt', ['start (UTC)', 'end (UTC)', 'duration', 'activity', 'bit depth [ft]'],
+      k.npt.map(function (x) {
+        return [rigtel.fmtTime(x.start), rigtel.fmtTime(x.end), rigtel.fmtDuration(x.duration_s), x.activity, rigtel.fmtNumber(x.bit_depth_ft)];
+      }), 'No stretches without progress of 15 min or more.');
+  }
+
+  async function loadKpis(r) {
+    const note = $('kpi-status');
+    note.classList.remove('error');
+    note.textContent = 'computing KPIs…';
+    try {
+      const k = await rigtel.api('/api/kpis?' + new URLSearchParams({ from: String(r.from), to: String(r.to) }));
+      drawKpis(k);
+      note.textContent = k.samples + ' samples from ' + rigtel.fmtTime(r.from) + ' to ' + rigtel.fmtTime(r.to) +
+        ' UTC.';
+      $('performance').dataset.loaded = String(Date.now());
+    } catch (e) {
+      note.classList.add('error');
+      note.textContent = 'KPIs not computed: ' + e.message;
+    }
   }
 
   // -- start -----------------------------------------------------------------------------

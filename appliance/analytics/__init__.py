@@ -1,0 +1,1 @@
+"""Analytics computed from stored data: performance KPIs (appliance.analytics.kpis)."""
