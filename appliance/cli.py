@@ -9,10 +9,13 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 from appliance import __version__
 from appliance.config import Config, ConfigError, load, parse_assignments
+
+if TYPE_CHECKING:
+    from appliance.ops.runtime import StopSignal
 
 # name -> ("module" with main(argv), or "module:function", one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -50,6 +53,16 @@ def load_settings(args: argparse.Namespace, extra: dict[str, str] | None = None)
     except ConfigError as e:
         print(f"rigtel: configuration error: {e}", file=sys.stderr)
         raise SystemExit(2) from None
+
+
+def start_service(name: str, description: str, argv: Sequence[str]) -> tuple[Config, "StopSignal"]:
+    """What every long-running program does first: parse --config/--set, load the settings,
+    log to stdout, and turn SIGTERM/SIGINT into a stop event."""
+    from appliance.ops.runtime import StopSignal, configure_logging
+
+    cfg = load_settings(settings_parser(name, description).parse_args(argv))
+    configure_logging(cfg, name)
+    return cfg, StopSignal().install()
 
 
 def main(argv: Sequence[str] | None = None) -> int:

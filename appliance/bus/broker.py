@@ -166,14 +166,10 @@ class Broker:
 
 
 def main(argv: list[str]) -> int:
-    from appliance.cli import load_settings, settings_parser
-    from appliance.ops.runtime import configure_logging
+    from appliance.cli import start_service
 
-    parser = settings_parser("broker", "Run the bus broker: publishers connect to the frontend "
-                                       "port, subscribers to the backend port.")
-    cfg = load_settings(parser.parse_args(argv))
-    configure_logging(cfg, "broker")
-    stop = StopSignal().install()
+    cfg, stop = start_service("broker", "Run the bus broker: publishers connect to the frontend "
+                                       "port, subscribers to the backend port.", argv)
     context = zmq.Context()
     try:
         return Broker(cfg, context).run(stop)

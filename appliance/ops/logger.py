@@ -88,14 +88,10 @@ class BusLogger(DataSubscriber):
 
 
 def main(argv: Sequence[str]) -> int:
-    from appliance.cli import load_settings, settings_parser
-    from appliance.ops.runtime import StopSignal, configure_logging
+    from appliance.cli import start_service
 
-    parser = settings_parser("logger", "Log the bus traffic: a per-topic summary every few "
-                                       "seconds, and every alert, gap and rejected message.")
-    cfg = load_settings(parser.parse_args(argv))
-    configure_logging(cfg, "logger")
-    stop = StopSignal().install()
+    cfg, stop = start_service("logger", "Log the bus traffic: a per-topic summary every few "
+                                       "seconds, and every alert, gap and rejected message.", argv)
     with Publisher("logger", settings=cfg) as pub:
         subscriber = BusLogger(cfg, pub, stop_event=stop.event)
         log.info("ready: listening on %s", subscriber.endpoint)

@@ -171,14 +171,10 @@ def retryable(e: Exception) -> bool:
 
 
 def main(argv: Sequence[str]) -> int:
-    from appliance.cli import load_settings, settings_parser
-    from appliance.ops.runtime import StopSignal, configure_logging
+    from appliance.cli import start_service
 
-    parser = settings_parser("saver", "Store everything on the bus (except sys.*) in the SQLite "
-                                      "database at database_path.")
-    cfg = load_settings(parser.parse_args(argv))
-    configure_logging(cfg, "saver")
-    stop = StopSignal().install()
+    cfg, stop = start_service("saver", "Store everything on the bus (except sys.*) in the SQLite "
+                                      "database at database_path.", argv)
     try:
         writer = Writer(cfg.database_path)
     except (sqlite3.Error, OSError, RuntimeError) as e:

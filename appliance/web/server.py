@@ -17,19 +17,15 @@ def main(argv: Sequence[str]) -> int:
     from waitress.server import create_server
 
     from appliance.bus.heartbeat import Heartbeat
-    from appliance.cli import load_settings, settings_parser
-    from appliance.ops.runtime import StopSignal, configure_logging
+    from appliance.cli import start_service
     from appliance.web.app import BusLink, create_app
     from appliance.web.hub import LiveHub
 
-    parser = settings_parser("web", "Serve the dashboard and its JSON API (waitress, loopback).")
-    cfg = load_settings(parser.parse_args(argv))
-    configure_logging(cfg, "web")
+    cfg, stop = start_service("web", "Serve the dashboard and its JSON API (waitress, loopback).", argv)
     if cfg.web_max_streams >= cfg.web_threads:
         log.error("web_max_streams (%d) must be below web_threads (%d): each live stream holds a "
                   "thread and the rest serve pages and the API", cfg.web_max_streams, cfg.web_threads)
         return 2
-    stop = StopSignal().install()
     hub = LiveHub(cfg, cfg.web_max_streams)
     hub.start_thread()
     bus = BusLink(cfg)
