@@ -131,7 +131,7 @@ def test_every_kind_of_bad_input_is_dead_lettered(broker, tmp_path):
     deadline = time.monotonic() + 30
     while not rows(db, "SELECT count(*) FROM streams WHERE src = 'rig-1.raw'")[0][0] if db.exists() else True:
         seq += 1
-        raw.send_multipart([b"probe", encode("rig-1.raw", "b", seq, T0, data={"n": 1})])
+        raw.send_multipart([b"probe", encode("rig-1.raw", "b", seq, T0 + 3_600_000 + seq, data={"n": 1})])
         assert time.monotonic() < deadline
         time.sleep(0.05)
     bad = [

@@ -190,3 +190,20 @@ def test_channels_beyond_the_column_limit_are_dead_lettered(tmp_path, monkeypatc
     assert "channel limit of 3 reached" in w.db.execute("SELECT reason FROM dead_letters").fetchone()[0]
     # later frames of known channels still go the fast way
     assert w.commit(Batch([env("drilling", 2, [(T0 + 1, {"DMEA": 1.0})])])).values == 1
+
+
+def test_a_second_value_for_a_channel_at_the_same_millisecond_is_refused_not_swapped(tmp_path):
+    w = Writer(tmp_path / "t.db")
+    w.commit(Batch([env("drilling", 1, [(T0, {"DMEA": 5000.0, "HKLA": 200.0})], src="rig-1.edr"),
+                    env("drilling", 1, [(T0, {"DMEA": 5100.0})], src="rig-1.mudlog"),
+                    env("derived", 1, [(T0, {"MSE": 30.0})], src="rig-1.predictor")]))  # merges: fine
+    w.commit(Batch([env("drilling", 2, [(T0, {"DMEA": 5200.0}), (T0 + 1000, {"DMEA": 5001.0})],
+                        src="rig-1.edr")]))  # a late repeat of T0
+    cols = sample_columns(w.db)
+    assert w.db.execute(f"SELECT {cols['DMEA']}, {cols['HKLA']}, {cols['MSE']} FROM samples WHERE ts = ?",
+                        (T0,)).fetchone() == (5000.0, 200.0, 30.0)
+    reasons = [r for (r,) in w.db.execute("SELECT reason FROM dead_letters ORDER BY id")]
+    assert reasons == [f"DMEA: a value at ts {T0} is already stored; this one (5100) was not",
+                       f"DMEA: a value at ts {T0} is already stored; this one (5200) was not"]
+    (count,) = w.db.execute("SELECT sum(count) FROM rollup_1m WHERE channel_id = ?", (int(cols["DMEA"][1:]),)).fetchone()
+    assert count == 2  # T0 once, T0 + 1000: the roll-ups agree with the raw rows

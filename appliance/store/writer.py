@@ -96,6 +96,7 @@ class Writer:
             self.channel_ids[name] = cid
         self._upserts: dict[tuple[str, ...], str] = {}
         self._plans: dict[tuple[str, tuple[str, ...]], Plan] = {}
+        self.max_ts = self.db.execute("SELECT coalesce(max(ts), -1) FROM samples").fetchone()[0]
         self.totals = CommitStats()
 
     def close(self) -> None:
@@ -210,6 +211,10 @@ class Writer:
                     value_chunks.append(arr[:, j])
                 stats.values += arr.size
 
+            stamps = [row[0] for rows in rows_by_columns.values() for row in rows]
+            if stamps and (min(stamps) <= self.max_ts or len(set(stamps)) < len(stamps)):
+                # a timestamp met before: keep the first value of each channel, refuse the rest
+                rows_by_columns, series = self._without_collisions(rows_by_columns, received, dead)
             for columns, rows in rows_by_columns.items():
                 self.db.executemany(self._upsert_sql(columns), rows)
             for table, width in rollups.RESOLUTIONS.values():
@@ -249,6 +254,8 @@ class Writer:
                             self._column_exists(c)}
             self.channel_ids = {n: i for n, i in self.channel_ids.items() if n in self.columns}
             raise
+        if stamps:
+            self.max_ts = max(self.max_ts, max(stamps))
         stats.events, stats.alerts = len(events), len(alerts)
         stats.dead_letters, stats.gaps = len(dead), len(batch.gaps)
         for name in vars(stats):
@@ -292,6 +299,42 @@ class Writer:
         if columns:
             self._stats.values += len(columns)
             rows_by_columns[tuple(columns)].append((frame.ts, *values))
+
+    def _without_collisions(self, rows_by_columns: dict, received: int, dead: list) -> tuple[dict, dict]:
+        """The rows minus every value whose channel already has one at that timestamp (stored,
+        or earlier in this batch), which goes to the dead letters; and the roll-up series of
+        what remains. Two sources sending one channel in the same millisecond, or a repeat
+        under a new boot, must not silently replace what is stored."""
+        names = {column: name for name, column in self.columns.items()}
+        involved = sorted({c for columns in rows_by_columns for c in columns})
+        stamps = sorted({row[0] for rows in rows_by_columns.values() for row in rows})
+        taken: set[tuple[int, str]] = set()
+        for i in range(0, len(stamps), 500):
+            chunk = stamps[i:i + 500]
+            for row in self.db.execute(f"SELECT ts, {', '.join(involved)} FROM samples "
+                                       f"WHERE ts IN ({', '.join('?' * len(chunk))})", chunk):
+                taken.update((row[0], c) for c, v in zip(involved, row[1:]) if v is not None)
+        kept: dict[tuple[str, ...], list[tuple]] = defaultdict(list)
+        series: dict[str, tuple[list, list]] = defaultdict(lambda: ([], []))
+        for columns, rows in rows_by_columns.items():
+            for row in rows:
+                ts, keep_columns, keep_values = row[0], [], []
+                for column, value in zip(columns, row[1:]):
+                    if (ts, column) in taken:
+                        dead.append((received, "", None, None,
+                                     f"{names[column]}: a value at ts {ts} is already stored; this one "
+                                     f"({value:g}) was not", 0, b""))
+                        self._stats.values -= 1
+                        continue
+                    taken.add((ts, column))
+                    keep_columns.append(column)
+                    keep_values.append(value)
+                    ts_chunks, value_chunks = series[names[column]]
+                    ts_chunks.append([ts])
+                    value_chunks.append([value])
+                if keep_columns:
+                    kept[tuple(keep_columns)].append((ts, *keep_values))
+        return kept, series
 
     def _column_exists(self, column: str) -> bool:
         return any(row[1] == column for row in self.db.execute("PRAGMA table_info(samples)"))
