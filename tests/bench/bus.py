@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import random
 import re
@@ -403,7 +404,7 @@ def cpu_seconds(pid: int) -> float:
 
 def percentile(sorted_values: list[float], q: float) -> float:
     """Nearest-rank percentile of an already sorted list."""
-    return sorted_values[min(len(sorted_values) - 1, max(0, round(q / 100 * len(sorted_values) + 0.5) - 1))]
+    return sorted_values[max(0, math.ceil(q / 100 * len(sorted_values)) - 1)]
 
 
 def summary(values: list[float]) -> dict[str, Any]:
@@ -412,6 +413,8 @@ def summary(values: list[float]) -> dict[str, Any]:
 
 
 class Driver:
+    """Starts and stops the processes of a benchmark run, all in one temporary folder."""
+
     def __init__(self, tmp: Path, say: Callable[[str], None]) -> None:
         from tests.conftest import clean_env
 
