@@ -27,7 +27,7 @@ from appliance.bus.heartbeat import Heartbeat
 from appliance.bus.publisher import Publisher
 from appliance.bus.tally import Tally
 from appliance.config import Config
-from appliance.ops.runtime import StopSignal, tcp_endpoint
+from appliance.ops.runtime import StopSignal, release_freed_memory, tcp_endpoint
 
 log = logging.getLogger("rigtel.broker")
 
@@ -122,6 +122,7 @@ class Broker:
                     interval, last_stats = now - last_stats, now
                     pub.publish(STATS_TOPIC, {"program": "broker", "interval_s": round(interval, 3),
                                               "uptime_s": round(now - started, 3), **tally.summary(interval)})
+                    release_freed_memory()  # what a backlog toward a slow subscriber left
         except zmq.ContextTerminated:
             pass
         finally:

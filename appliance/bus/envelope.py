@@ -19,8 +19,7 @@ times faster than with the standard library (261k against 27k per second).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import Any, Iterable, NamedTuple
 
 import orjson
 
@@ -36,14 +35,14 @@ class Rejected(ValueError):
     """A message that cannot be accepted; str() is the reason, for the dead-letter store."""
 
 
-@dataclass(frozen=True, slots=True)
-class Frame:
+class Frame(NamedTuple):
     ts: int  # UTC epoch milliseconds
     data: dict[str, Any]
 
 
-@dataclass(frozen=True, slots=True)
-class Envelope:
+# NamedTuples rather than frozen dataclasses: as immutable, and about three times cheaper
+# to make (a subscriber makes one of each per message).
+class Envelope(NamedTuple):
     topic: str
     src: str
     boot: str
@@ -119,6 +118,10 @@ def decode(topic: bytes, payload: bytes, max_bytes: int) -> Envelope:
     except orjson.JSONDecodeError as e:
         # orjson refuses NaN and Infinity literals, so they land here too
         raise Rejected(f"bad JSON: {e}") from None
+    if type(env) is dict:
+        fast = _decode_plain(topic_text, payload, size, env)
+        if fast is not None:
+            return fast
     if not isinstance(env, dict):
         raise Rejected(f"envelope is a JSON {type(env).__name__}, not an object")
     if env.get("v") != VERSION:
@@ -155,6 +158,35 @@ def decode(topic: bytes, payload: bytes, max_bytes: int) -> Envelope:
         _check_depth(data, "data")
         frames_t = (Frame(ts, data),)
     return Envelope(topic_text, src, boot, seq, ts, frames_t, size)
+
+
+def _decode_plain(topic: str, payload: bytes, size: int, env: dict) -> Envelope | None:
+    """The common envelope, accepted with a few cheap tests; None sends it to the full checks.
+
+    It accepts only what the full checks would accept: the same fields and bounds, and
+    frames whose data holds no object or list (the payload has no brace or bracket besides
+    the envelope's, its batch's and each frame's), so the depth check has nothing to do.
+    """
+    v, src, boot, seq, ts = env.get("v"), env.get("src"), env.get("boot"), env.get("seq"), env.get("ts")
+    if not (v == VERSION and type(src) is str and src and type(boot) is str and boot
+            and type(seq) is int and 1 <= seq <= MAX_SEQ and type(ts) is int and 0 <= ts < MAX_TS):
+        return None
+    items = env.get("batch")
+    if items is None:
+        data = env.get("data")
+        if type(data) is dict and "batch" not in env and payload.count(b"{") == 2 and b"[" not in payload:
+            return Envelope(topic, src, boot, seq, ts, (Frame(ts, data),), size)
+        return None
+    if type(items) is not list or not items or payload.count(b"[") != 1 \
+            or payload.count(b"{") != 1 + 2 * len(items):
+        return None
+    try:
+        frames = tuple([Frame(item["ts"], item["data"]) for item in items
+                        if type(item["ts"]) is int and 0 <= item["ts"] < MAX_TS
+                        and type(item["data"]) is dict])
+    except (TypeError, KeyError):
+        return None
+    return Envelope(topic, src, boot, seq, ts, frames, size) if len(frames) == len(items) else None
 
 
 def _check_depth(data: dict, where: str) -> None:

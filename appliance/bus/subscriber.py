@@ -31,7 +31,10 @@ import zmq
 from appliance.bus.envelope import Envelope, Rejected, decode
 from appliance.bus.sequence import Gap, SequenceTracker, Verdict
 from appliance.config import Config, load
-from appliance.ops.runtime import tcp_endpoint
+from appliance.ops.runtime import release_freed_memory, tcp_endpoint
+
+# an int: pyzmq converts enum flags on every call, and this one is used per message
+NOBLOCK = int(zmq.NOBLOCK)
 
 log = logging.getLogger("rigtel.bus")
 
@@ -121,14 +124,17 @@ class DataSubscriber:
 
     def handle(self, parts: list[bytes]) -> None:
         """Check, decode and dispatch one received multipart message."""
-        self.stats["messages"] += 1
-        size = sum(len(p) for p in parts)
-        self.stats["bytes"] += size
+        stats = self.stats
+        stats["messages"] += 1
         if len(parts) != 2:
+            size = sum(len(p) for p in parts)
+            stats["bytes"] += size
             self._reject(parts[0] if parts else b"", b"".join(parts[1:]), size,
                          f"expected 2 frames (topic, envelope), got {len(parts)}")
             return
         topic, payload = parts
+        size = len(topic) + len(payload)
+        stats["bytes"] += size
         try:
             env = decode(topic, payload, self.max_message_bytes)
         except Rejected as e:
@@ -164,6 +170,7 @@ class DataSubscriber:
         poller = zmq.Poller()
         poller.register(sock, zmq.POLLIN)
         next_idle = time.monotonic()
+        backlog = False
         try:
             while not self._stop.is_set():
                 try:
@@ -172,12 +179,24 @@ class DataSubscriber:
                     break
                 if events:
                     # drain what is queued before looking at the clock again
+                    recv, handle = sock.recv, self.handle
                     for _ in range(1000):
+                        # Frames and .more rather than recv_multipart(), whose per-part
+                        # getsockopt(RCVMORE) costs more than the receive itself
                         try:
-                            parts = sock.recv_multipart(zmq.NOBLOCK)
+                            frame = recv(NOBLOCK, copy=False)
                         except zmq.Again:
+                            if backlog:  # caught up after a long queue
+                                backlog = False
+                                release_freed_memory()
                             break
-                        self.handle(parts)
+                        parts = [frame.bytes]
+                        while frame.more:  # the parts of a message arrive together
+                            frame = recv(NOBLOCK, copy=False)
+                            parts.append(frame.bytes)
+                        handle(parts)
+                    else:
+                        backlog = True  # a full batch: the queue was long
                 now = time.monotonic()
                 if now >= next_idle:
                     next_idle = now + POLL_MS / 1000

@@ -7,11 +7,13 @@ records the signal; each program's main loop notices and shuts down in order.
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import os
 import signal
 import sys
 import threading
+from typing import Any
 
 from appliance.config import Config
 
@@ -76,3 +78,24 @@ def tcp_endpoint(host: str, port: int) -> str:
     if ":" in host and not host.startswith("["):
         host = f"[{host}]"
     return f"tcp://{host}:{port}"
+
+
+_malloc_trim: Any = None  # libc's malloc_trim, False where there is none
+
+
+def release_freed_memory() -> None:
+    """Hand memory freed by a worked-off backlog back to the system (glibc only).
+
+    Each message queued in a ZeroMQ pipe is a separate malloc; once they are freed glibc
+    keeps the pages, so without this a program's RSS stays at the size of its longest
+    backlog (measured: 60 000 queued 20-channel frames left +52 MB; this gave back all
+    but 2 MB).
+    """
+    global _malloc_trim
+    if _malloc_trim is None:
+        try:
+            _malloc_trim = ctypes.CDLL("libc.so.6").malloc_trim
+        except (OSError, AttributeError):
+            _malloc_trim = False
+    if _malloc_trim:
+        _malloc_trim(0)
