@@ -96,7 +96,7 @@ class Writer:
             self.channel_ids[name] = cid
         self._upserts: dict[tuple[str, ...], str] = {}
         self._plans: dict[tuple[str, tuple[str, ...]], Plan] = {}
-        self.max_ts = self.db.execute("SELECT coalesce(max(ts), -1) FROM samples").fetchone()[0]
+        self.column_max: dict[str, int] = {}  # column -> newest ts stored in it (from the roll-ups)
         self.totals = CommitStats()
 
     def close(self) -> None:
@@ -211,9 +211,10 @@ class Writer:
                     value_chunks.append(arr[:, j])
                 stats.values += arr.size
 
-            stamps = [row[0] for rows in rows_by_columns.values() for row in rows]
-            if stamps and (min(stamps) <= self.max_ts or len(set(stamps)) < len(stamps)):
-                # a timestamp met before: keep the first value of each channel, refuse the rest
+            newest = self._newest_if_no_collision(rows_by_columns)
+            if newest is None:
+                # a channel met at a timestamp it already has: keep the first value, refuse the rest
+                newest = self._newest(rows_by_columns)
                 rows_by_columns, series = self._without_collisions(rows_by_columns, received, dead)
             for columns, rows in rows_by_columns.items():
                 self.db.executemany(self._upsert_sql(columns), rows)
@@ -249,13 +250,13 @@ class Writer:
         except BaseException:
             self.db.execute("ROLLBACK")
             self._plans.clear()
+            self.column_max.clear()
             # a rolled-back ALTER TABLE takes its column with it
             self.columns = {n: c for n, c in self.columns.items() if n in self.channel_ids and
                             self._column_exists(c)}
             self.channel_ids = {n: i for n, i in self.channel_ids.items() if n in self.columns}
             raise
-        if stamps:
-            self.max_ts = max(self.max_ts, max(stamps))
+        self.column_max.update(newest)
         stats.events, stats.alerts = len(events), len(alerts)
         stats.dead_letters, stats.gaps = len(dead), len(batch.gaps)
         for name in vars(stats):
@@ -299,6 +300,46 @@ class Writer:
         if columns:
             self._stats.values += len(columns)
             rows_by_columns[tuple(columns)].append((frame.ts, *values))
+
+    def _column_max(self, column: str) -> int:
+        newest = self.column_max.get(column)
+        if newest is None:
+            (newest,) = self.db.execute("SELECT coalesce(max(last_ts), -1) FROM rollup_1h WHERE channel_id = ?",
+                                        (int(column[1:]),)).fetchone()
+            self.column_max[column] = newest
+        return newest
+
+    @staticmethod
+    def _newest(rows_by_columns: dict) -> dict[str, int]:
+        newest: dict[str, int] = {}
+        for columns, rows in rows_by_columns.items():
+            top = max(row[0] for row in rows)
+            for c in columns:
+                newest[c] = max(newest.get(c, -1), top)
+        return newest
+
+    def _newest_if_no_collision(self, rows_by_columns: dict) -> dict[str, int] | None:
+        """Each column's newest ts in this batch, or None if a value may collide with one
+        stored or with another in the batch. The usual case, a source moving forward in
+        time, is settled per group of same-shaped frames without touching the database."""
+        stamps_of: dict[str, list[int]] = defaultdict(list)  # column -> indices into groups
+        groups = []
+        for columns, rows in rows_by_columns.items():
+            stamps = [row[0] for row in rows]
+            groups.append((stamps, len(set(stamps)) == len(stamps), min(stamps), max(stamps)))
+            for c in columns:
+                stamps_of[c].append(len(groups) - 1)
+        newest: dict[str, int] = {}
+        for column, indices in stamps_of.items():
+            if len(indices) == 1:
+                stamps, unique, low, high = groups[indices[0]]
+            else:  # the channel is in frames of several shapes: check them together
+                stamps = [t for i in indices for t in groups[i][0]]
+                unique, low, high = len(set(stamps)) == len(stamps), min(stamps), max(stamps)
+            if not unique or low <= self._column_max(column):
+                return None
+            newest[column] = high
+        return newest
 
     def _without_collisions(self, rows_by_columns: dict, received: int, dead: list) -> tuple[dict, dict]:
         """The rows minus every value whose channel already has one at that timestamp (stored,
