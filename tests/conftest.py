@@ -97,11 +97,30 @@ class Program:
         return "".join(self.lines)
 
 
+_STARTED: list[Program] = []
+
+
+@pytest.fixture(autouse=True)
+def _no_program_outlives_its_test():
+    """A test that fails midway must not leave its programs running (ports, CPU, files).
+
+    Only programs started during the test itself: wider-scoped fixtures start theirs before
+    this fixture takes its mark, and stop them themselves."""
+    mark = len(_STARTED)
+    yield
+    for program in _STARTED[mark:]:
+        if program.proc.poll() is None:
+            program.proc.kill()
+            program.proc.wait(10)
+    del _STARTED[mark:]
+
+
 def start_program(args: list[str], tmp: Path, env: dict[str, str] | None = None) -> Program:
     proc = subprocess.Popen([sys.executable, "-m", "appliance", *args], cwd=tmp,
                             env=env or clean_env(tmp), stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, bufsize=1)
     program = Program(list(args), proc)
+    _STARTED.append(program)
     threading.Thread(target=program._pump, name=f"pump-{args[0]}", daemon=True).start()
     return program
 
