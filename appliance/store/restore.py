@@ -277,7 +277,7 @@ def main(argv) -> int:
     except BackupError as e:
         print(f"{RESTORE_COMMAND}: {e}", file=sys.stderr)
         if isinstance(e, DatabaseInUse) and sup is None:
-            print("  under supervisord: supervisorctl -c /etc/rigtel/supervisord.conf stop "
+            print(f"  under supervisord: supervisorctl -c {DEFAULT_SUPERVISOR_CONF} stop "
                   f"{' '.join(PROGRAMS_USING_DB)}", file=sys.stderr)
         return 1
     finally:
