@@ -241,11 +241,16 @@ def open_log(path: str, format: str | None = None, *, mapping: TMapping[str, str
     return log
 
 
+_TIME_AGAIN = {"TS_MS", "EPOCH_MS", "TIME_MS"}  # the time in a second column (our own CSV export)
+
+
 def _finish(log: RecordedLog, curves: list[tuple[str, str]], index_pos: int,
             mapping: TMapping[str, str]) -> RecordedLog:
     """Map the non-index curves, and for depth logs the index itself to DMEA."""
-    others = [(m, u) for i, (m, u) in enumerate(curves) if i != index_pos]
+    others = [(m, u) for i, (m, u) in enumerate(curves) if i != index_pos and m.upper() not in _TIME_AGAIN]
     log.channels = resolve(others, mapping)
+    log.channels.unmapped.extend(Unmapped(m, u, "the time again; the first column is the time used")
+                                 for i, (m, u) in enumerate(curves) if i != index_pos and m.upper() in _TIME_AGAIN)
     log._columns = {m: i for i, (m, _) in enumerate(curves) if i != index_pos}
     log._index_column = index_pos
     if log.index == "depth":
