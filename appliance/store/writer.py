@@ -33,6 +33,10 @@ from appliance.store.schema import connect_writer
 # topic's numeric keys are stored as channels named TOPIC.KEY.
 CHANNEL_TOPICS = ("drilling", "derived")
 ALERT_TOPIC = "alert"
+# Sources publish input they could not use (a garbled WITS0 line, a bad row of a replayed
+# file) on this topic, one frame {"reason", "input"} per item; each becomes a dead letter
+# under the source's id, so bad input at the edge is kept like bad messages on the bus.
+REJECT_TOPIC = "reject"
 CHANNEL_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.:/%-]{0,127}$")
 # SQLite allows 2,000 columns in a table; values of channels beyond this are dead-lettered
 MAX_CHANNELS = 1900
@@ -183,7 +187,9 @@ class Writer:
                 stats.frames += len(env.frames)
                 for frame in env.frames:
                     data = frame.data
-                    if topic == ALERT_TOPIC:
+                    if topic == REJECT_TOPIC:
+                        dead.append(_source_reject(frame.ts, env, data))
+                    elif topic == ALERT_TOPIC:
                         alerts.append((frame.ts, env.src, env.seq, _text(data.get("id")),
                                        _text(data.get("kind")), _text(data.get("state")),
                                        _text(data.get("priority")), orjson.dumps(data).decode()))
@@ -384,3 +390,14 @@ class Writer:
 def _text(v: Any) -> str | None:
     return None if v is None else str(v)[:200]
 
+
+def _source_reject(ts: int, env: Envelope, data: dict) -> tuple:
+    """A dead-letter row for input a source refused: its reason, and the input itself."""
+    raw = data.get("input", "")
+    text = raw if isinstance(raw, str) else orjson.dumps(raw).decode()
+    try:
+        payload = text.encode("latin-1")  # sources carry raw bytes as latin-1 text: the bytes come back
+    except UnicodeEncodeError:
+        payload = text.encode("utf-8")
+    reason = _text(data.get("reason")) or "refused by the source (no reason given)"
+    return (ts, REJECT_TOPIC, env.src, env.seq, reason, len(payload), payload[:KEEP_PAYLOAD_BYTES])
