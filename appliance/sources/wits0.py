@@ -70,8 +70,10 @@ class Wits0Parser:
     def feed(self, data: bytes) -> tuple[list[Frame], list[BadLine]]:
         frames: list[Frame] = []
         bad: list[BadLine] = []
-        if b"\r" in data:
-            data = data.replace(b"\r", b"\n")
+        if b"\r" in data:  # CR LF as one line end (not two: half the loop), a lone CR as one too
+            data = data.replace(b"\r\n", b"\n")
+            if b"\r" in data:
+                data = data.replace(b"\r", b"\n")
         if self._skipping:
             cut = data.find(b"\n")
             if cut < 0:
@@ -176,6 +178,9 @@ class Entry:
 class SiteMap(NamedTuple):
     path: str
     entries: dict[bytes, Entry]  # code -> entry (ignored codes included, channel "")
+    # code -> (channel, factor, offset, low, high), None for an ignored code: the decoder's
+    # per-item lookup without attribute access (it runs for every line received)
+    table: dict[bytes, tuple[str, float, float, float, float] | None]
 
     def channels(self) -> list[Entry]:
         return [e for e in self.entries.values() if e.channel]
@@ -226,7 +231,9 @@ def parse_site_map(text: str, path: str = "<mapping>", allow_unknown_channels: b
         entries[code.encode()] = Entry(code, channel, unit, factor, offset, decimals, low, high)
     if not any(e.channel for e in entries.values()):
         raise MappingError(f"{path}: maps no code to a channel")
-    return SiteMap(path, entries)
+    table = {code: (e.channel, e.factor, e.offset, e.low, e.high) if e.channel else None
+             for code, e in entries.items()}
+    return SiteMap(path, entries, table)
 
 
 def load_site_map(path: str, **kwargs: bool) -> SiteMap:
@@ -250,26 +257,30 @@ def decode_frame(frame: Frame, site: SiteMap) -> Decoded:
     values: dict[str, float] = {}
     bad: list[BadLine] = []
     unmapped: list[tuple[bytes, bytes]] = []
-    entries = site.entries
+    table = site.table
+    missing = _MISSING
     for code, text in frame.items:
-        entry = entries.get(code)
-        if entry is None:
+        entry = table.get(code, missing)
+        if entry is None:  # ignored on purpose
+            continue
+        if entry is missing:
             unmapped.append((code, text))
             continue
-        if not entry.channel:
-            continue
+        channel, factor, offset, low, high = entry
         try:
-            v = float(text)
+            v = float(text) * factor + offset
         except ValueError:
-            bad.append(BadLine(f"{code.decode()} ({entry.channel}): value is not a number", code + text))
+            bad.append(BadLine(f"{code.decode()} ({channel}): value is not a number", code + text))
             continue
-        v = v * entry.factor + entry.offset
-        if not entry.low <= v <= entry.high:  # also refuses NaN and infinities
-            reason = check_value(entry.channel, v) or f"{entry.channel}: {v!r} is not finite"
+        if not low <= v <= high:  # also refuses NaN and infinities
+            reason = check_value(channel, v) or f"{channel}: {v!r} is not finite"
             bad.append(BadLine(f"{code.decode()} ({reason})", code + text))
             continue
-        values[entry.channel] = v
+        values[channel] = v
     return Decoded(values, bad, unmapped)
+
+
+_MISSING = ("", 1.0, 0.0, 0.0, 0.0)
 
 
 def encode_frame(values: dict[str, float], site: SiteMap) -> bytes:
