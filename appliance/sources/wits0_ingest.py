@@ -267,7 +267,11 @@ class Ingest:
     def accept(self) -> Link | None:
         """The next allowed connection on the listener, or None when none is waiting."""
         assert self.listener is not None
-        sock, addr = self.listener.accept()
+        try:
+            sock, addr = self.listener.accept()
+        except OSError as e:  # the peer gave up between select() and accept()
+            log.warning("a WITS0 connection failed as it was accepted: %s", e.strerror or e)
+            return None
         peer_ip = addr[0]
         if self.allow and str(ipaddress.ip_address(peer_ip.split("%")[0])) not in self.allow:
             self.refused_peers += 1
@@ -303,7 +307,10 @@ class Ingest:
                 watch: list[Any] = [link]
                 if self.listener is not None:
                     watch.append(self.listener)
-                ready, _, _ = select.select(watch, [], [], POLL_S)
+                try:
+                    ready, _, _ = select.select(watch, [], [], POLL_S)
+                except (OSError, ValueError) as e:  # the descriptor went bad under us
+                    raise LinkClosed(f"cannot wait on the link: {e}") from None
                 now = time.monotonic()
                 if self.listener is not None and self.listener in ready:
                     newer = self.accept()
