@@ -65,6 +65,22 @@ def test_bad_values_are_dead_lettered_and_good_ones_kept(tmp_path):
     assert orjson.loads(payload) == {"ts": T0, "SPPA": -50.0}
 
 
+def test_source_rejects_become_dead_letters_with_their_reason_and_bytes(tmp_path):
+    w = Writer(tmp_path / "t.db")
+    stats = w.commit(Batch([env("reject", 1, [
+        (T0, {"reason": "WITS0 not a WITS0 line", "input": "\x00\xffnoise"}),
+        (T0 + 1, {"reason": "replay: time not readable", "input": "log.csv:41: yesterday,1,2"}),
+        (T0 + 2, {"input": {"odd": 1}}),
+    ], src="rig-1.wits0")]))
+    assert stats.dead_letters == 3 and stats.values == 0
+    rows = w.db.execute("SELECT received_ms, topic, src, seq, reason, size, payload FROM dead_letters "
+                        "ORDER BY id").fetchall()
+    assert rows[0] == (T0, "reject", "rig-1.wits0", 1, "WITS0 not a WITS0 line", 7, b"\x00\xffnoise")
+    assert rows[1][4:] == ("replay: time not readable", 25, b"log.csv:41: yesterday,1,2")
+    assert rows[2][4] == "refused by the source (no reason given)" and rows[2][6] == b'{"odd":1}'
+    assert w.db.execute("SELECT count(*) FROM events").fetchone() == (0,)
+
+
 def test_custom_payloads_go_to_events_and_alerts_to_alerts(tmp_path):
     w = Writer(tmp_path / "t.db")
     w.commit(Batch([
