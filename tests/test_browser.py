@@ -241,6 +241,9 @@ def test_system_view_shows_programs_storage_and_disk(stack, page):
     stored = len(page.request.get(stack.url + "/api/channels").json())
     assert f"channels stored{stored}" in page.text_content("#db-facts")
     assert "free disk" in page.text_content("#disk-facts")
+    # the rig data source, from its heartbeats
+    page.wait_for_selector('#sources dl[data-src$=".simulator"]')
+    assert "(simulator)" in page.text_content("#sources") and page.is_hidden("#sources-none")
     loaded = page.get_attribute("body", "data-system-loaded")
     page.wait_for_function(f"() => document.body.dataset.systemLoaded !== '{loaded}'")  # it refreshes by itself
     assert "/s" in page.text_content("#bus-facts")  # rates, from two refreshes

@@ -340,6 +340,7 @@ def system():
                 "lost": hub.tracker.lost if hub else 0, "data_age_s": hub.data_age_s() if hub else None,
                 "streams": hub.stream_count() if hub else 0},
         "database": {"path": db_path, "bytes": sizes, **stats},
+        "sources": hub.source_states() if hub else [],
         "disk": {"free_bytes": disk.free, "total_bytes": disk.total} if disk else None,
         "last_backup": last_backup,
     })
