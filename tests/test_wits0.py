@@ -413,3 +413,22 @@ def test_wits0_out_is_idle_when_off_and_refuses_exposure_without_an_allow_list(t
                              "--set", "wits0_out_port=0"], tmp_path)
     assert program.proc.wait(30) == 2
     assert "beyond loopback" in program.output
+
+
+def test_source_program_runs_wits0_when_configured_and_keeps_trying_an_absent_recorder(tmp_path):
+    gone = socket.create_server(("127.0.0.1", 0))
+    port = gone.getsockname()[1]
+    gone.close()  # nothing listens there now
+    program = start_program(["source", "--set", "data_source=wits0", "--set", f"wits0_port={port}",
+                             "--set", "wits0_reconnect_max_s=0.5"], tmp_path)
+    program.wait_for(f"ready: wits0 client reading the recorder at 127.0.0.1:{port}")
+    program.wait_for(r"cannot reach the recorder at .*: Connection refused; trying again in 0\.5 s")
+    deadline = time.monotonic() + 30
+    while program.output.count("cannot reach the recorder") < 3:  # and keeps trying, never exits
+        assert time.monotonic() < deadline and program.proc.poll() is None, program.output
+        try:
+            program._new.get(timeout=1)
+        except Exception:
+            pass
+    assert program.stop() == 0
+    assert "stopped (SIGTERM)" in program.output
