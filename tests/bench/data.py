@@ -1,6 +1,6 @@
 """Rig data benchmark: WITS0 parse rate, and export rows/s and memory.
 
-- WITS0: lines/s through the real parser and the site mapping (framing, code lookup, unit
+- WITS0: lines per CPU-second through the real parser and the site mapping (framing, code lookup, unit
   conversion, plausibility check) on one core, fed in 64 KB reads as from a socket; the
   baseline is the least any parser must do in Python (split lines, float the value), in the
   same run. Target: >= 100k lines/s.
@@ -55,9 +55,10 @@ def wits0_stream(frames: int) -> tuple[bytes, int]:
 
 
 def parse_appliance(data: bytes, site) -> tuple[float, int]:
+    """CPU seconds (this thread's) to parse and map `data`, and the values decoded."""
     p = Wits0Parser()
     values = 0
-    t = time.perf_counter()
+    t = time.thread_time()
     for i in range(0, len(data), 65536):
         frames, bad = p.feed(data[i:i + 65536])
         for f in frames:
@@ -65,17 +66,17 @@ def parse_appliance(data: bytes, site) -> tuple[float, int]:
     frames, _ = p.end()
     for f in frames:
         values += len(decode_frame(f, site).values)
-    return time.perf_counter() - t, values
+    return time.thread_time() - t, values
 
 
 def parse_baseline(data: bytes) -> float:
-    t = time.perf_counter()
+    t = time.thread_time()
     n = 0
     for line in data.split(b"\r\n"):
         if len(line) > 4 and line[:4].isdigit():
             float(line[4:])
             n += 1
-    return time.perf_counter() - t
+    return time.thread_time() - t
 
 
 def build_db(path: Path, rows: int) -> None:
@@ -128,16 +129,21 @@ def run(opts) -> dict[str, Any]:
     rows: list[dict[str, Any]] = []
     site = load_site_map(str(REPO / "etc/wits0-map.txt"))
     data, lines = wits0_stream(5_000 if opts.quick else 25_000)
-    app, base = [], []
+    app, base, wall = [], [], []
     for r in range(opts.runs):
+        t0 = time.perf_counter()
         seconds, values = parse_appliance(data, site)
+        wall.append(lines / (time.perf_counter() - t0))
         app.append(lines / seconds)
         base.append(lines / parse_baseline(data))
-        say(f"  WITS0 run {r + 1}: {app[-1]:,.0f} lines/s (baseline {base[-1]:,.0f}); {values:,} values")
+        say(f"  WITS0 run {r + 1}: {app[-1]:,.0f} lines per CPU-second (baseline {base[-1]:,.0f}; "
+            f"wall clock {wall[-1]:,.0f}/s); {values:,} values")
     rows.append({"metric": "WITS0 parse + map, one core", "unit": "lines/s", "appliance": stats(app),
                  "baseline": stats(base), "target": {"on": "value", "op": ">=", "limit": 100_000},
                  "note": f"{lines:,} lines of record-01 frames (22 items) in 64 KB reads: framing, mapping, "
-                         "unit conversion, range check; baseline: split lines and float the value, nothing else"})
+                         "unit conversion, range check; per second of this thread's CPU time (the machine "
+                         f"is shared: wall-clock median {statistics.median(wall):,.0f}/s); baseline: split "
+                         "lines and float the value, nothing else"})
 
     n = 20_000 if opts.quick else 200_000
     with tempfile.TemporaryDirectory(prefix="rigtel-bench-data-") as d:
