@@ -17,7 +17,7 @@ import pytest
 
 from tests.conftest import clean_env
 
-PROGRAMS = {"broker", "saver", "simulator", "logger", "maintenance", "web"}
+PROGRAMS = {"broker", "saver", "predictor", "simulator", "logger", "maintenance", "web"}
 
 
 def free_ports(n: int) -> list[int]:
