@@ -87,7 +87,8 @@ class FlowWatch:
         self.dev_trend = TimeWindow(PIT_TREND_WINDOW_S)
         self.devs: deque[tuple[float, float]] = deque()
         self.transfer = False
-        self.transfer_bbl = 0.0
+        self.transfer_bbl = 0.0  # followed in the current transfer
+        self.transferred_bbl = 0.0  # followed in all transfers
         self.steady_s = 0.0
         self.transient = True
         self.hold = False  # set by the engine while a kick or loss is raised or pending
@@ -191,8 +192,8 @@ class FlowWatch:
             if self.last_bit is not None:
                 b += p.pipe_displacement_bbl_ft * (inp.bit_ft - self.last_bit)
             self.last_bit = inp.bit_ft
-        # transfers: the pit moving fast with no change in the flow
-        self.pit_rate.add(t, pit)
+        # transfers: the unexplained volume moving fast with no change in the flow
+        self.pit_rate.add(t, pit - b + self.transferred_bbl)  # as if no transfer had been followed
         rate = self.pit_rate.rate() if self.pit_rate.covered_s >= PIT_RATE_WINDOW_S * 0.8 else None
         flows_quiet = all(abs(m.excess.value) < 3 * max(p.kick_flow_gpm, m.sigma)
                           for m in self.meters.values() if m.learned_s >= LEARN_S)
@@ -200,19 +201,20 @@ class FlowWatch:
         if fast and flows_quiet and not self.transfer:
             self.transfer = True
             self.transfer_bbl = 0.0
-            # the deviation from before the rate window, so the start of the transfer is not kept
+            # back to the deviation from before the rate window: the transfer's start is not kept
             before = next((d for ts, d in self.devs if ts >= t - PIT_RATE_WINDOW_S), None)
             if before is not None:
-                nb = pit - before
-                self.transfer_bbl += nb - b
-                b = nb
+                self.transfer_bbl += (pit - before) - b
+                self.transferred_bbl += (pit - before) - b
+                b = pit - before
         elif self.transfer and not fast:
             self.transfer = False
         elif self.transfer:
             prev = self.pit_trend.items[-1][1] if self.pit_trend.items else pit
             b += pit - prev
             self.transfer_bbl += pit - prev
-        elif not self.hold and dt_s > 0:
+            self.transferred_bbl += pit - prev
+        if not self.transfer and not self.hold and dt_s > 0:
             b += (pit - b) * (1.0 - math.exp(-dt_s / p.pit_baseline_tau_s))
         self.baseline = b
         self.pit_trend.add(t, pit)

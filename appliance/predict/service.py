@@ -93,6 +93,8 @@ class PredictorService(DataSubscriber):
     # -- the bus --------------------------------------------------------------------------
 
     def on_envelope(self, env: Envelope) -> None:
+        if self._stop.is_set():
+            return  # stopping: a backlog is not worked off (supervisord waits only stopwaitsecs)
         topic = env.topic
         if topic == DATA_TOPIC:
             self._frames(env)
