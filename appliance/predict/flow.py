@@ -12,7 +12,8 @@ scaled to gpm by what it reads during steady pumping) the excess is
 loss takes from them. A one-sided CUSUM of the excess (slack `kick_flow_gpm`, alarm at
 `kick_flow_gal` gallons; for losses `loss_flow_gpm`/`loss_flow_gal`, both widened to the
 meter's own noise) finds small lasting changes within a minute while noise does not add
-up. Every meter available must agree, so one drifting or stuck meter cannot raise a kick.
+up. With two meters, one must reach its alarm level and the other at least half of its own,
+so one drifting or stuck meter cannot raise a kick, and the noisier one does not set the pace.
 
 The pit: `PITDEV` is the active pit volume against a baseline that moves with what is
 explained — the flow-back and refill the flow model predicts, new hole drilled (hole
@@ -46,6 +47,7 @@ PIT_RATE_WINDOW_S = 30.0
 PIT_TREND_WINDOW_S = 120.0
 PIT_TREND_BBL_MIN = 0.1
 MIN_CUSUM_RATIO = 0.3
+CORROBORATE = 0.5  # the share of its own alarm level every other meter must have reached
 
 
 class Meter:
@@ -122,8 +124,8 @@ class FlowWatch:
 
     def _meters(self, inp: Inputs, v: dict[str, float], dt_s: float):
         p = self.params
-        kick_votes: list[bool] = []
-        loss_votes: list[bool] = []
+        kick_votes: list[float] = []  # per meter, accumulated evidence / the alarm level
+        loss_votes: list[float] = []
         used: list[str] = []
         evidence: dict[str, Any] = {}
         expected = self.expected
@@ -164,8 +166,8 @@ class FlowWatch:
             if -m.excess.value < k_loss:
                 m.loss.value = min(m.loss.value, h_loss * MIN_CUSUM_RATIO)
             m.h_kick, m.h_loss = h_kick, h_loss
-            kick_votes.append(m.kick.value >= h_kick)
-            loss_votes.append(m.loss.value >= h_loss)
+            kick_votes.append(m.kick.value / h_kick)
+            loss_votes.append(m.loss.value / h_loss)
             used.append(name)
             evidence[name] = {"reading": reading, "out_gpm": round(out, 1), "expected_gpm": round(ratio * expected, 1),
                               "excess_gpm": round(m.excess.value, 1), "kick_gal": round(m.kick.value / 60, 1),
@@ -225,7 +227,7 @@ class FlowWatch:
             self.devs.popleft()
         return dev
 
-    def _conditions(self, inp: Inputs, v: dict[str, float], kick_votes: list[bool], loss_votes: list[bool],
+    def _conditions(self, inp: Inputs, v: dict[str, float], kick_votes: list[float], loss_votes: list[float],
                     used: list[str], flow_evidence: dict[str, Any], dev: float | None) -> list[Condition]:
         p = self.params
         trend = self.dev_trend.rate() if self.dev_trend.covered_s >= PIT_TREND_WINDOW_S * 0.5 else None
@@ -243,9 +245,11 @@ class FlowWatch:
         inputs = used + (["TVA"] if dev is not None else [])
         common["relied_on"] = inputs + ([inp.flow_in_from] if inp.flow_in_from else [])
 
-        flow_kick = bool(kick_votes) and all(kick_votes)
-        flow_loss = bool(loss_votes) and all(loss_votes)
-        flows_disagree = bool(kick_votes) and any(kick_votes) and not all(kick_votes)
+        # one meter at its alarm level, every other at least half way: one meter drifting on
+        # its own never raises it, and the noisiest meter does not set the pace
+        flow_kick = bool(kick_votes) and max(kick_votes) >= 1.0 and min(kick_votes) >= CORROBORATE
+        flow_loss = bool(loss_votes) and max(loss_votes) >= 1.0 and min(loss_votes) >= CORROBORATE
+        flows_disagree = bool(kick_votes) and max(kick_votes) >= 1.0 and min(kick_votes) < CORROBORATE
         excess_now = [self.meters[n].excess.value for n in used]
         pit_kick = (dev is not None and not self.transfer and dev >= p.kick_pit_bbl
                     and trend_bbl_min is not None and trend_bbl_min >= PIT_TREND_BBL_MIN
