@@ -282,7 +282,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("predictor_pipe_displacement_bbl_ft", _float_range(0, 1), "0.0075",
             "Steel displacement of the string (bbl/ft): the pit baseline follows pipe run in or pulled."),
     Setting("predictor_flowline_tau_s", _float_range(1, 600), "30",
-            "Time constant (s) of the returns following a pump change: the flow-back the kick detector expects at connections."),
+            "Time constant (s) of the returns following a pump change, until the kick detector has learned the well's own from three connections."),
     Setting("predictor_kick_flow_gpm", _float_range(0.1, 1000), "5",
             "Flow out above the expected flow by more than this (gpm) adds up towards a kick alarm (CUSUM slack)."),
     Setting("predictor_kick_pit_bbl", _float_range(0.1, 1000), "5",

@@ -3,7 +3,9 @@
 The flow model: with the pumps running steadily the returns equal the flow in; when the
 pumps change, the returns follow with a lag (the flowline drains back when they stop —
 the flow-back of a connection — and fills when they start), modelled as first order with
-`flowline_tau_s`. For each flow-out meter available (`MFOA` in gpm; `MFOP`, a paddle in %,
+the well's own flow-back time constant: the gallons that came back after the pumps stopped
+over the flow before, median of the last five connections (`flowline_tau_s` until three
+have been seen). For each flow-out meter available (`MFOA` in gpm; `MFOP`, a paddle in %,
 scaled to gpm by what it reads during steady pumping) the excess is
 
     excess = flow out - ratio × expected flow out
@@ -29,6 +31,7 @@ Derived channels: FLOWDIFF (gpm, flow out - flow in, when both exist), PITDEV (b
 from __future__ import annotations
 
 import math
+import statistics
 from collections import deque
 from typing import Any
 
@@ -47,6 +50,9 @@ PIT_RATE_WINDOW_S = 30.0
 PIT_TREND_WINDOW_S = 120.0
 PIT_TREND_BBL_MIN = 0.1
 MIN_CUSUM_RATIO = 0.3
+FINGERPRINT_CONNECTIONS = 5
+FINGERPRINT_MIN = 3
+FINGERPRINT_MAX_TAUS = 10.0  # pumps off longer than this many time constants: a trip, not a connection
 CORROBORATE = 0.5  # the share of its own alarm level every other meter must have reached
 
 
@@ -93,6 +99,10 @@ class FlowWatch:
         self.transferred_bbl = 0.0  # followed in all transfers
         self.steady_s = 0.0
         self.transient = True
+        self.tau_s = params.flowline_tau_s  # the flow-back's time constant, learned
+        self.flowbacks: deque[float] = deque(maxlen=FINGERPRINT_CONNECTIONS)
+        self.flowback: tuple[float, float, float] | None = None  # (gpm before, gallons back, t) while off
+        self.pumps_were_on: bool | None = None
         self.hold = False  # set by the engine while a kick or loss is raised or pending
 
     # -- the model ------------------------------------------------------------------------
@@ -104,7 +114,8 @@ class FlowWatch:
         if q_in is not None:
             if self.expected is None:
                 self.expected = q_in
-            a = 1.0 - math.exp(-dt_s / p.flowline_tau_s) if dt_s > 0 else 0.0
+            self._fingerprint(inp, v, dt_s)
+            a = 1.0 - math.exp(-dt_s / self.tau_s) if dt_s > 0 else 0.0
             self.expected += (q_in - self.expected) * a
             gap = abs(q_in - self.expected)
             self.transient = gap > max(0.03 * q_in, 10.0)
@@ -121,6 +132,35 @@ class FlowWatch:
         if dev is not None:
             derived["PITDEV"] = round(dev, 2)
         return derived, self._conditions(inp, v, kick_votes, loss_votes, used, evidence, dev)
+
+    def _fingerprint(self, inp: Inputs, v: dict[str, float], dt_s: float) -> None:
+        """Learn the well's own flow-back: the gallons that come back after the pumps stop,
+        over the flow before, is the flowline's time constant. The median of the last
+        connections replaces `flowline_tau_s` (within a quarter to four times it)."""
+        p = self.params
+        if inp.pumps_on and self.pumps_were_on is False and self.flowback is not None:
+            q0, gallons, _ = self.flowback
+            if q0 > p.pumps_on_gpm and gallons > 0 and not self.hold:
+                self.flowbacks.append(gallons * 60.0 / q0)
+                if len(self.flowbacks) >= FINGERPRINT_MIN:
+                    learned = statistics.median(self.flowbacks)
+                    self.tau_s = min(max(learned, p.flowline_tau_s / 4), p.flowline_tau_s * 4)
+            self.flowback = None
+        if inp.pumps_on is False and self.pumps_were_on and self.expected is not None:
+            self.flowback = (self.expected, 0.0, inp.t_s)
+        if self.flowback is not None and inp.pumps_on is False:
+            q0, gallons, t0 = self.flowback
+            m = self.meters["MFOA"]
+            out = v.get("MFOA")
+            if out is None and "MFOP" in v and self.meters["MFOP"].learned_s >= LEARN_S:
+                out = self.meters["MFOP"].gpm(v["MFOP"])
+            if out is None or inp.t_s - t0 > FINGERPRINT_MAX_TAUS * p.flowline_tau_s:
+                self.flowback = None  # no meter, or the pumps stayed off: not a connection
+            else:
+                ratio = m.ratio.value if out is v.get("MFOA") and m.ratio.value else 1.0
+                self.flowback = (q0, gallons + out / ratio * dt_s / 60.0, t0)
+        if inp.pumps_on is not None:
+            self.pumps_were_on = inp.pumps_on
 
     def _meters(self, inp: Inputs, v: dict[str, float], dt_s: float):
         p = self.params
@@ -235,7 +275,8 @@ class FlowWatch:
         common: dict[str, Any] = {
             "flow_in_gpm": round(inp.flow_in_gpm, 1) if inp.flow_in_gpm is not None else None,
             "flow_in_from": inp.flow_in_from, "pumps_on": inp.pumps_on, "pumps_from": inp.pumps_from,
-            "rig_state": inp.state, "flow_out_meters": used, **flow_evidence}
+            "rig_state": inp.state, "flow_out_meters": used, "flowback_tau_s": round(self.tau_s, 1),
+            "flowback_connections": len(self.flowbacks), **flow_evidence}
         if dev is not None:
             common.update(pit_bbl=v.get("TVA"), pit_dev_bbl=round(dev, 2),
                           pit_trend_bbl_min=round(trend_bbl_min, 2) if trend_bbl_min is not None else None,
