@@ -10,7 +10,8 @@ scaled to gpm by what it reads during steady pumping) the excess is
 
     excess = flow out - ratio × expected flow out
 
-(`ratio` learns the meter's bias while nothing happens). A kick adds to the returns, a
+(`ratio` learns the meter's bias during steady pumping, and its zero what it reads long
+after the pumps stopped; a meter votes only once it has seen two minutes of steady pumping). A kick adds to the returns, a
 loss takes from them. A one-sided CUSUM of the excess (slack `kick_flow_gpm`, alarm at
 `kick_flow_gal` gallons; for losses `loss_flow_gpm`/`loss_flow_gal`, both widened to the
 meter's own noise) finds small lasting changes within a minute while noise does not add
@@ -23,7 +24,8 @@ capacity from `bit_size_in`), steel run in or pulled (`pipe_displacement_bbl_ft`
 transfers (the pit moving faster than `transfer_bbl_min` with no flow change) — and
 otherwise relaxes towards the pit over `pit_baseline_tau_s` (held while a kick or loss is
 suspected). A pit gain above `kick_pit_bbl` still growing (the deviation rising over two minutes)
-says kick even without a flow-out meter; a loss beyond `loss_pit_bbl` still falling says loss.
+says kick even without a flow-out meter; a loss beyond `loss_pit_bbl` still falling says
+loss — with the bit in the hole (below 300 ft): with it out, the pits serve surface work.
 
 Derived channels: FLOWDIFF (gpm, flow out - flow in, when both exist), PITDEV (bbl).
 """
@@ -53,7 +55,11 @@ MIN_CUSUM_RATIO = 0.3
 FINGERPRINT_CONNECTIONS = 5
 FINGERPRINT_MIN = 3
 FINGERPRINT_MAX_TAUS = 10.0  # pumps off longer than this many time constants: a trip, not a connection
-CORROBORATE = 0.5  # the share of its own alarm level every other meter must have reached
+CORROBORATE = 0.5
+BIT_IN_HOLE_FT = 300.0  # the pit alone judges kicks and losses only with the bit deeper than this
+ZERO_AFTER_TAUS = 6.0  # the flow-back is over after this many time constants
+ZERO_CAP_KS = 3.0  # a zero reading is smaller than this many kick slacks
+ZERO_TAU_S = 600.0  # the share of its own alarm level every other meter must have reached
 
 
 class Meter:
@@ -70,6 +76,7 @@ class Meter:
         self.excess = Ewma(EXCESS_TAU_S, 0.0)
         self.last_excess = 0.0
         self.h_kick = self.h_loss = math.inf
+        self.zero = Ewma(ZERO_TAU_S)  # gpm read with no flow
 
     def gpm(self, reading: float) -> float | None:
         if self.scale is None:
@@ -103,6 +110,7 @@ class FlowWatch:
         self.flowbacks: deque[float] = deque(maxlen=FINGERPRINT_CONNECTIONS)
         self.flowback: tuple[float, float, float] | None = None  # (gpm before, gallons back, t) while off
         self.pumps_were_on: bool | None = None
+        self.off_s = 0.0  # how long the pumps have been off
         self.hold = False  # set by the engine while a kick or loss is raised or pending
 
     # -- the model ------------------------------------------------------------------------
@@ -120,6 +128,7 @@ class FlowWatch:
             gap = abs(q_in - self.expected)
             self.transient = gap > max(0.03 * q_in, 10.0)
             self.steady_s = self.steady_s + dt_s if (inp.pumps_on and not self.transient) else 0.0
+            self.off_s = self.off_s + dt_s if inp.pumps_on is False else 0.0
             if "MFOA" in v:
                 derived["FLOWDIFF"] = round(v["MFOA"] - q_in, 1)
         else:
@@ -184,9 +193,14 @@ class FlowWatch:
                     m.ratio.update(out / expected, dt_s)
                 m.noise2.update(m.last_excess ** 2, dt_s)
                 m.learned_s += dt_s
-            if m.learned_s < LEARN_S and m.scale is not None:
-                continue  # a paddle means nothing until it has been scaled
-            ratio = m.ratio.value if m.ratio.value is not None and m.learned_s >= LEARN_S else 1.0
+            # the meter's zero: what it reads long after the pumps stopped, while that is small
+            if (inp.pumps_on is False and self.off_s >= ZERO_AFTER_TAUS * self.tau_s
+                    and abs(out) < ZERO_CAP_KS * p.kick_flow_gpm and not self.hold):
+                m.zero.update(out, dt_s)
+            if m.learned_s < LEARN_S:
+                continue  # a meter votes once it has been seen against steady pumping
+            out -= m.zero.value or 0.0
+            ratio = m.ratio.value if m.ratio.value is not None else 1.0
             excess = out - ratio * expected
             m.last_excess = excess
             m.excess.update(excess, dt_s)
@@ -209,7 +223,7 @@ class FlowWatch:
             kick_votes.append(m.kick.value / h_kick)
             loss_votes.append(m.loss.value / h_loss)
             used.append(name)
-            evidence[name] = {"reading": reading, "out_gpm": round(out, 1), "expected_gpm": round(ratio * expected, 1),
+            evidence[name] = {"reading": reading, "zero_gpm": round(m.zero.value or 0.0, 1), "out_gpm": round(out, 1), "expected_gpm": round(ratio * expected, 1),
                               "excess_gpm": round(m.excess.value, 1), "kick_gal": round(m.kick.value / 60, 1),
                               "loss_gal": round(m.loss.value / 60, 1), "alarm_gal": round(h_kick / 60, 1)}
         return kick_votes, loss_votes, used, evidence
@@ -292,10 +306,12 @@ class FlowWatch:
         flow_loss = bool(loss_votes) and max(loss_votes) >= 1.0 and min(loss_votes) >= CORROBORATE
         flows_disagree = bool(kick_votes) and max(kick_votes) >= 1.0 and min(kick_votes) < CORROBORATE
         excess_now = [self.meters[n].excess.value for n in used]
-        pit_kick = (dev is not None and not self.transfer and dev >= p.kick_pit_bbl
+        # with the bit out of the hole the pits serve surface work (filling, cleaning, mixing)
+        in_hole = inp.bit_ft is None or inp.bit_ft >= BIT_IN_HOLE_FT
+        pit_kick = (dev is not None and in_hole and not self.transfer and dev >= p.kick_pit_bbl
                     and trend_bbl_min is not None and trend_bbl_min >= PIT_TREND_BBL_MIN
                     and all(e > 0 for e in excess_now))
-        pit_loss = (dev is not None and not self.transfer and dev <= -p.loss_pit_bbl
+        pit_loss = (dev is not None and in_hole and not self.transfer and dev <= -p.loss_pit_bbl
                     and trend_bbl_min is not None and trend_bbl_min <= -PIT_TREND_BBL_MIN
                     and all(e < 0 for e in excess_now))
         if flows_disagree:
