@@ -23,6 +23,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "simulate": ("appliance.sources.simulator", "run the rig simulator, publishing on 'drilling'"),
     "saver": ("appliance.store.saver", "store everything on the bus in the SQLite database"),
     "web": ("appliance.web.server", "serve the dashboard and its JSON API"),
+    "predictor": ("appliance.predict.service", "rig state, derived channels and kick/loss/washout/pack-off alarms"),
     "logger": ("appliance.ops.logger", "log a summary of the bus traffic, every alert and every gap"),
     "config": ("appliance.ops.show_config", "print the effective settings and where each came from"),
     "dev": ("appliance.ops.dev", "set up a development prefix under var/dev and run supervisord"),

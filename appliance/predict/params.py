@@ -34,7 +34,7 @@ class PredictorParams:
     flowline_tau_s: float = 30.0  # time constant of the returns draining back when the pumps stop
     # -- kick and loss
     kick_flow_gpm: float = 5.0  # flow out above the expected flow by more than this accumulates (CUSUM k)
-    kick_flow_gal: float = 3.0  # ... and an alarm needs this many accumulated gallons (CUSUM h)
+    kick_flow_gal: float = 2.0  # ... and an alarm needs this many accumulated gallons (CUSUM h)
     kick_pit_bbl: float = 5.0  # pit gain over the baseline that alone says kick
     loss_flow_gpm: float = 10.0
     loss_flow_gal: float = 5.0

@@ -180,6 +180,52 @@ def alert_state(db: sqlite3.Connection, alert_id: str) -> dict[str, Any] | None:
     return rows[0] if rows else None
 
 
+LIMIT_KEYS = ("hh", "h", "l", "ll", "deadband", "priority")
+
+
+def current_thresholds(db: sqlite3.Connection) -> dict[str, dict[str, Any]]:
+    """The latest HH/H/L/LL limit set per channel from the `thresholds` table (changes the
+    dashboard published on `control.thresholds`): channel -> {"hh", "h", "l", "ll",
+    "deadband", "priority", ...}; a set whose limits are all null removes the channel.
+    Reads the limits from columns of those names or from a JSON `data` column, so it
+    works whichever the table has; {} when there is no table yet."""
+    try:
+        cur = db.execute("SELECT * FROM thresholds ORDER BY rowid")
+    except sqlite3.OperationalError as e:
+        if "no such table" in str(e):
+            return {}
+        raise
+    names = [d[0] for d in cur.description]
+    out: dict[str, dict[str, Any]] = {}
+    for row in cur:
+        rec = dict(zip(names, row))
+        data = rec.get("data")
+        if isinstance(data, (str, bytes)):
+            try:
+                rec = {**orjson.loads(data), **{k: v for k, v in rec.items() if v is not None and k != "data"}}
+            except orjson.JSONDecodeError:
+                pass
+        channel = rec.get("channel")
+        if not isinstance(channel, str):
+            continue
+        limits = {k: rec.get(k) for k in LIMIT_KEYS}
+        if all(limits[k] is None for k in ("hh", "h", "l", "ll")):
+            out.pop(channel, None)
+        else:
+            out[channel] = {**limits, **{k: rec[k] for k in ("by", "ts") if k in rec}}
+    return out
+
+
+def latest_alerts_of(db: sqlite3.Connection, src: str) -> list[dict[str, Any]]:
+    """The latest event of every alert whose newest event came from `src` (a program's own
+    alarms, for it to take over after a restart); acks and shelves by others count too."""
+    return _alert_rows(db.execute(
+        "SELECT a.ts, a.src, a.state, a.data FROM alerts a JOIN "
+        "(SELECT alert_id, max(id) AS id FROM alerts WHERE alert_id IN "
+        " (SELECT DISTINCT alert_id FROM alerts WHERE src = ?) GROUP BY alert_id) m ON a.id = m.id",
+        (src,)))
+
+
 def storage_stats(db: sqlite3.Connection) -> dict[str, Any]:
     """Counts for the System view: channels, time span, dead letters, gaps."""
     first, last = db.execute("SELECT min(ts), max(ts) FROM samples").fetchone()

@@ -206,6 +206,35 @@ def acknowledge(alert_id: str):
     return json({"id": alert_id, "state": new_state}, 202)
 
 
+SHELVE_MAX_MINUTES = 24 * 60
+SHELVABLE = ("active_unack", "active_ack", "cleared_unack", "shelved", "normal")
+
+
+@bp.post("/alerts/<alert_id>/shelve")
+def shelve(alert_id: str):
+    """Hide an alarm for `minutes` with a `reason` (ISA-18.2 shelving); the predictor brings
+    it back when the time is up, raised if its condition still holds."""
+    body = request.get_json(silent=True)
+    if not isinstance(body, dict):
+        raise BadRequest('send a JSON object: {"minutes": N, "reason": "why"}')
+    minutes, reason = body.get("minutes"), body.get("reason")
+    if isinstance(minutes, bool) or not isinstance(minutes, (int, float)) or not 1 <= minutes <= SHELVE_MAX_MINUTES:
+        raise BadRequest(f"'minutes' must be a number from 1 to {SHELVE_MAX_MINUTES}")
+    if not isinstance(reason, str) or not reason.strip() or len(reason) > 500:
+        raise BadRequest("'reason' must say why, in up to 500 characters")
+    current = read.alert_state(db(), alert_id)
+    if current is None:
+        return json({"error": f"no alert {alert_id!r}"}, 404)
+    if current.get("state") not in SHELVABLE:
+        return json({"error": f"alert {alert_id!r} is {current.get('state')}: it cannot be shelved"}, 409)
+    until = now_ms() + round(minutes * 60_000)
+    event = {k: v for k, v in current.items() if k not in ("ts", "state", "src", "seq")}
+    event.update(state="shelved", action="shelve", minutes=minutes, reason=reason.strip(), until_ms=until,
+                 by=request.remote_user or request.remote_addr or "")
+    current_app.extensions["rigtel.bus"].publish("alert", event)
+    return json({"id": alert_id, "state": "shelved", "until_ms": until}, 202)
+
+
 # -- live stream ------------------------------------------------------------------------
 
 
