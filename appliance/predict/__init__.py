@@ -1,0 +1,1 @@
+"""The predictor: rig state, derived channels, detectors, alarms, models and their evaluation."""
