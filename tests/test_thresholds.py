@@ -8,7 +8,7 @@ import urllib.request
 
 import pytest
 
-from appliance.predict.thresholds import TOPIC, ThresholdError, check
+from appliance.store.thresholds import TOPIC, ThresholdError, check
 from appliance.store import read
 from appliance.store.schema import connect_reader
 from appliance.store.writer import Batch, Writer

@@ -26,7 +26,7 @@ from appliance.bus.envelope import Envelope, Frame
 from appliance.bus.sequence import Gap
 from appliance.bus.subscriber import Reject
 from appliance.channels import BY_MNEMONIC, check_value
-from appliance.predict import thresholds
+from appliance.store import thresholds
 from appliance.store import rollups
 from appliance.store.schema import connect_writer
 

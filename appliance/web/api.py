@@ -20,7 +20,7 @@ from flask import Blueprint, Response, abort, current_app, g, jsonify, request
 
 from appliance.bus.envelope import MAX_TS
 from appliance.channels import BY_MNEMONIC, CATALOGUE
-from appliance.predict import thresholds as limits
+from appliance.store import thresholds as limits
 from appliance.store import read
 from appliance.store.schema import connect_reader
 

@@ -23,7 +23,7 @@ from appliance.channels import BY_MNEMONIC
 
 TOPIC = "control.thresholds"
 LIMITS = ("ll", "l", "h", "hh")  # in the order their values must rise
-PRIORITIES = ("low", "medium", "high", "critical")
+PRIORITIES = ("low", "medium", "high", "critical")  # the predictor's alarm priorities (predict/alarms.py)
 FIELDS = ("channel", *LIMITS, "deadband", "priority", "by")
 MAX_BY = 200
 
