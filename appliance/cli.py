@@ -30,6 +30,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "backup": ("appliance.store.backup", "back up the database now, online, with progress"),
     "backups": ("appliance.store.backup:list_main", "list the backups with size, age and integrity"),
     "restore": ("appliance.store.restore", "check a backup and put it in place of the database"),
+    "backtest": ("appliance.predict.backtest", "run the predictor over a recorded log; print states and alarms"),
+    "evaluate": ("appliance.predict.evaluate", "score the predictor on simulator scenarios and the Volve logs"),
 }
 
 
