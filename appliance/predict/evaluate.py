@@ -219,10 +219,14 @@ def score(runs: Sequence[Run]) -> dict[str, Any]:
             "false_per_24h_normal": round(s.false_normal / normal_s * DAY_S, 2) if normal_s else None,
             "alarms_per_10min": round(s.raises / total_s * 600.0, 4) if total_s else None,
             "missed": s.missed, "false_examples": examples.get(name, [])})
+    all_delays = [d for s in rows.values() for d in s.delays_s]
     all_raises = sum(s.raises for s in rows.values())
     all_false_normal = sum(s.false_normal for s in rows.values())
     return {"detectors": table, "hours": round(total_s / 3600, 2), "normal_hours": round(normal_s / 3600, 2),
             "quiet_hours": round(quiet_s / 3600, 2),
+            "events": sum(s.events for s in rows.values()), "detected": sum(s.caught for s in rows.values()),
+            "median_delay_s": round(statistics.median(all_delays), 1) if all_delays else None,
+            "worst_delay_s": round(max(all_delays), 1) if all_delays else None,
             "alarms_per_10min": round(all_raises / total_s * 600.0, 4) if total_s else None,
             "false_per_24h_normal": round(all_false_normal / normal_s * DAY_S, 2) if normal_s else None}
 
@@ -349,8 +353,9 @@ def print_report(result: dict[str, Any], out=sys.stdout) -> None:
         print(f"{r['detector']:<24} {r['events']:>6} {r['detected']:>5} {_fmt(r['detection_rate'], '.0%'):>6} "
               f"{_fmt(r['median_delay_s']):>9} {_fmt(r['worst_delay_s']):>8} {_fmt(r['false_per_24h']):>9} "
               f"{_fmt(r['false_per_24h_normal']):>7} {_fmt(r['alarms_per_10min'], '.4f'):>9}", file=out)
-    print(f"all detectors: {sim['alarms_per_10min']} alarms per 10 minutes, "
-          f"{sim['false_per_24h_normal']} false alarms per 24 h of normal drilling", file=out)
+    print(f"all detectors: {sim['detected']} of {sim['events']} events detected, median delay "
+          f"{_fmt(sim['median_delay_s'])} s, worst {_fmt(sim['worst_delay_s'])} s; {sim['alarms_per_10min']} alarms "
+          f"per 10 minutes; {sim['false_per_24h_normal']} false alarms per 24 h of normal drilling", file=out)
     for r in sim["detectors"]:
         for m in r["missed"]:
             print(f"  missed: {r['detector']} in {m}", file=out)
