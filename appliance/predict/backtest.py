@@ -176,6 +176,11 @@ def main(argv: Sequence[str]) -> int:
 
 def predictor_params(cfg: Any) -> Any:
     """The predictor's parameters from the settings (its rig-dependent ones are settings)."""
+    from appliance.config import SETTINGS
     from appliance.predict import params
 
+    declared = {s.name for s in SETTINGS}
+    if not all(f"predictor_{n}" in declared for n in params.SETTING_FIELDS):
+        # a checkout where the predictor's settings are not declared yet: its defaults
+        return params.PredictorParams()
     return params.from_config(cfg)

@@ -39,6 +39,7 @@ from typing import NamedTuple
 import numpy as np
 
 ROTARY, SLIDE = "rotary", "slide"
+MODEL_CHANNELS = ("ROP_PRED", "ROP_RESID", "PIT_TREND", "PIT_PROJ", "DRILL_RATE", "ETA_TD")
 # rig states (the engine's vocabulary) in which the bit is drilling, and how
 DRILLING_STATES = {"rotary_drilling": ROTARY, "slide_drilling": SLIDE}
 
@@ -158,7 +159,10 @@ class RopModel:
         fit = self.fits[mode]
         if fit is None:
             return None
-        predicted = fit.predict(wob_klbf, rpm if mode == ROTARY else 1.0)
+        try:
+            predicted = fit.predict(wob_klbf, rpm if mode == ROTARY else 1.0)
+        except OverflowError:  # far outside anything the fit has seen
+            return None
         return RopEstimate(predicted, rop_ft_h - predicted, fit)
 
 
@@ -179,17 +183,27 @@ class PitTrend:
         self.min_span_ms = int(self.window_ms * warmup)
         self.points: deque[tuple[float, float]] = deque()  # (t_s from origin, volume)
         self.origin_ms: int | None = None
-        self.sums = np.zeros(5)  # n, St, Sv, Stt, Stv
+        self.sums = [0.0] * 5  # n, St, Sv, Stt, Stv (plain floats: cheaper than numpy at this size)
         self._sec: int | None = None
         self._acc = [0.0, 0]
 
     def _push(self, t_s: float, v: float) -> None:
         self.points.append((t_s, v))
-        self.sums += (1.0, t_s, v, t_s * t_s, t_s * v)
+        s = self.sums
+        s[0] += 1.0
+        s[1] += t_s
+        s[2] += v
+        s[3] += t_s * t_s
+        s[4] += t_s * v
 
     def _pop(self) -> None:
         t_s, v = self.points.popleft()
-        self.sums -= (1.0, t_s, v, t_s * t_s, t_s * v)
+        s = self.sums
+        s[0] -= 1.0
+        s[1] -= t_s
+        s[2] -= v
+        s[3] -= t_s * t_s
+        s[4] -= t_s * v
 
     def _rebase(self, ts_ms: int) -> None:
         """Keep times small (seconds from a recent origin) so the sums stay exact."""
@@ -197,7 +211,7 @@ class PitTrend:
         pts = [(t - shift, v) for t, v in self.points]
         self.origin_ms = ts_ms
         self.points.clear()
-        self.sums[:] = 0.0
+        self.sums = [0.0] * 5
         for t, v in pts:
             self._push(t, v)
 
@@ -212,7 +226,7 @@ class PitTrend:
             self._acc = [0.0, 0]
         if self._sec is not None and sec < self._sec:  # time went backwards (a replay): start over
             self.points.clear()
-            self.sums[:] = 0.0
+            self.sums = [0.0] * 5
         self._sec = sec
         self._acc[0] += volume_bbl
         self._acc[1] += 1
@@ -305,15 +319,15 @@ class Models:
         rop = values.get("ROPA", rop_ft_h)
         r = self.rop.step(ts_ms, values.get("WOBA"), values.get("RPMA"), rop, DRILLING_STATES.get(state))
         if r is not None:
-            out["ROP_PRED"] = round(r.predicted_ft_h, 3)
-            out["ROP_RESID"] = round(r.residual_ft_h, 3)
+            out["ROP_PRED"] = r.predicted_ft_h
+            out["ROP_RESID"] = r.residual_ft_h
         p = self.pit.step(ts_ms, values.get("TVA"))
         if p is not None:
-            out["PIT_TREND"] = round(p.slope_bbl_h, 3)
-            out["PIT_PROJ"] = round(p.projected_bbl, 3)
+            out["PIT_TREND"] = p.slope_bbl_h
+            out["PIT_PROJ"] = p.projected_bbl
         e = self.eta.step(ts_ms, values.get("DMEA"))
         if e is not None:
-            out["DRILL_RATE"] = round(e.rate_ft_h, 3)
+            out["DRILL_RATE"] = e.rate_ft_h
             if e.eta_h is not None:
-                out["ETA_TD"] = round(e.eta_h, 3)
-        return {k: v for k, v in out.items() if math.isfinite(v)}
+                out["ETA_TD"] = e.eta_h
+        return out
