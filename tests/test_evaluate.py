@@ -91,7 +91,7 @@ def test_a_short_evaluation_through_the_real_predictor(tmp_path):
     sim = result["simulator"]
     kick = {row["detector"]: row for row in sim["detectors"]}["kick"]
     assert kick["events"] == 1 and kick["detected"] == 1 and kick["median_delay_s"] <= 300
-    assert sim["normal_hours"] == 1.0 and sim["frames"] == 3600 + 12557
+    assert sim["normal_hours"] == 1.0 and sim["frames"] == 3600 + 3600 + 2357 + 1200 + 1800
     assert result["volve_skipped"] == "not asked for"
     agreement = result["simulator_states"]
     assert agreement["drilling"]["agreement"] > 0.9 and agreement["connection"]["frames"] > 0
@@ -111,7 +111,9 @@ VOLVE = ev.default_volve()
 @pytest.mark.skipif(VOLVE is None or not all((VOLVE / n).exists() for n in ev.VOLVE_LOGS),
                     reason="the Volve time logs are not here (../shared/data/volve)")
 def test_rig_state_agrees_with_the_volve_contractors_labels():
-    result = ev.volve_agreement([VOLVE / n for n in ev.VOLVE_LOGS])
+    from appliance.predict.params import PredictorParams
+
+    result = ev.volve_agreement([VOLVE / n for n in ev.VOLVE_LOGS], PredictorParams(**ev.VOLVE_PARAMS))
     states = result["states"]
     print(json.dumps(result, indent=1))  # the figures, for the record (pytest -s)
     for label, floor in VOLVE_FLOORS.items():
@@ -122,7 +124,15 @@ def test_rig_state_agrees_with_the_volve_contractors_labels():
     assert result["alarms_per_10min"] <= 1.0, result["alarms_by_kind"]
 
 
-# what the predictor reaches on the Volve logs (measured; see docs/PREDICTOR.md): a drop
-# below these is a regression in the rig-state rules
-VOLVE_FLOORS: dict[str, float] = {}
-VOLVE_OVERALL_FLOOR = 0.0
+# what the predictor reaches on the Volve logs with the rig's block weight (measured
+# 2026-11-30: 94.8 %, 93.6 %, 49.2 %, 28.4 %, overall 33.0 %; see docs/PREDICTOR.md), with a
+# margin: a drop below these is a regression in the rig-state rules. The other labels are
+# periods the logs cannot show (see the doc: the trip log has depths only, and its
+# "tripping" rows are mostly a still bit at surface), so they have no floor.
+VOLVE_FLOORS: dict[str, float] = {
+    "in slips, circulating, rotating": 0.85,  # 2,926 samples, F-4 time log
+    "in slips, circulating": 0.85,  # 653
+    "tripping out": 0.4,  # 130
+    "tripping out, rotating": 0.2,  # 1,112
+}
+VOLVE_OVERALL_FLOOR = 0.28

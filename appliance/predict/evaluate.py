@@ -5,8 +5,8 @@ Scenarios run in-process at full speed: the rig model (appliance.sources.rig) st
 time and each frame goes straight into a `Predictor`, no bus, no clock, so a day of rig
 time takes seconds to a minute and the same seeds give the same figures on any machine.
 
-- "normal": a day of drilling with connections and a round trip (`--normal-hours`, one
-  run per seed) and no injected events: every alarm raised there is a false alarm;
+- "normal": a day of drilling with connections and a round trip (`--normal-hours`, for the
+  first `--normal-runs` seeds) and no injected events: every alarm raised there is false;
 - one run per event kind and seed: the event starts at a seed-dependent time after the
   detectors have warmed up (so it lands in different activities), lasts long enough for
   its ramp to finish, and the run ends EVENT_TAIL_S after it.
@@ -41,7 +41,7 @@ from appliance.sources.events import PHYSICAL_KINDS, Event, parse_events
 
 ORIGIN_MS = 1_767_225_600_000  # 2026-01-01 00:00 UTC: rig time zero of every scenario
 DAY_S = 86_400.0
-WARMUP_S = 2 * 3600.0  # events start after this (and a seed-dependent offset)
+WARMUP_S = 3600.0  # events start after this plus a seed-dependent offset of up to an hour
 EVENT_S = {"kick": 1200.0, "loss": 1200.0, "washout": 3600.0, "packoff": 900.0,
            "flatline": 900.0, "spike": 900.0, "dropout": 900.0}
 EVENT_TAIL_S = 1800.0  # the run goes on this long after the event ends (clearing, false alarms)
@@ -132,8 +132,10 @@ def run_scenario(sc: Scenario, params: Any = None) -> Run:
     return run
 
 
-def scenarios(seeds: Sequence[int], normal_hours: float, kinds: Sequence[str]) -> list[Scenario]:
-    out = [Scenario(f"normal/seed{s}", s, normal_hours * 3600.0) for s in seeds]
+def scenarios(seeds: Sequence[int], normal_hours: float, kinds: Sequence[str],
+              normal_runs: int = 1) -> list[Scenario]:
+    """Normal runs for the first `normal_runs` seeds, and one run per event kind and seed."""
+    out = [Scenario(f"normal/seed{s}", s, normal_hours * 3600.0) for s in seeds[:normal_runs] if normal_hours > 0]
     for spec in kinds:
         kind = spec.partition(":")[0]
         for s in seeds:
@@ -250,6 +252,11 @@ def state_agreement(runs: Sequence[Run]) -> dict[str, dict[str, Any]]:
 
 
 # -- the Volve logs -------------------------------------------------------------------------
+
+# The Volve rig's own settings, as a site would set them (predictor_block_weight_klbf): its
+# top drive and block weigh far more than the land-rig default. With the bit at surface and
+# the string in the slips (F-4 time log, codes 14/114) the hookload reads 145-159 klbf.
+VOLVE_PARAMS = {"block_weight_klbf": 145.0}
 
 # RigActivityCode (Baker Hughes): base code, +10 circulating, +100 rotating
 VOLVE_BASE = {0: "no monitoring", 1: "drilling", 2: "reaming", 3: "off bottom", 4: "in slips",
@@ -368,17 +375,21 @@ def print_report(result: dict[str, Any], out=sys.stdout) -> None:
     if v is None:
         print(f"\nVolve: {result.get('volve_skipped')}", file=out)
         return
-    print(f"\nVolve logs ({', '.join(f['file'] for f in v['files'])}; {v['hours']} h): rig state agreement "
-          f"{_fmt(v['overall_agreement'], '.1%')} overall; {v['alarms']} alarms "
+    d = result["volve_default_params"]
+    print(f"\nVolve logs ({', '.join(f['file'] for f in v['files'])}; {v['hours']} h) with the rig's settings "
+          f"{v['params']}: rig state agreement {_fmt(v['overall_agreement'], '.1%')} overall "
+          f"({_fmt(d['overall_agreement'], '.1%')} with the default settings); {v['alarms']} alarms "
           f"({v['alarms_per_10min']} per 10 minutes) {v['alarms_by_kind']}", file=out)
+    print(f"  {'recorded activity (RigActivityCode)':<40} {'samples':>7}  agree  (defaults)  predicted", file=out)
     for label, s in v["states"].items():
-        print(f"  {label:<40} {s['samples']:>6} samples  {s['agreement']:.1%}  {s['predicted']}", file=out)
+        print(f"  {label:<40} {s['samples']:>7}  {s['agreement']:>5.1%}  ({d['states'].get(label, 0):>6.1%})  "
+              f"{s['predicted']}", file=out)
 
 
 def evaluate(seeds: Sequence[int], normal_hours: float, kinds: Sequence[str], volve: Path | None,
-             progress=None, jobs: int = 1) -> dict[str, Any]:
+             progress=None, jobs: int = 1, normal_runs: int = 1) -> dict[str, Any]:
     """Every scenario (in `jobs` worker processes), scored; and the Volve logs when given."""
-    todo = scenarios(seeds, normal_hours, kinds)
+    todo = scenarios(seeds, normal_hours, kinds, normal_runs)
     runs: list[Run] = []
 
     def done(run: Run) -> None:
@@ -406,7 +417,13 @@ def evaluate(seeds: Sequence[int], normal_hours: float, kinds: Sequence[str], vo
     result: dict[str, Any] = {"simulator": sim, "simulator_states": state_agreement(runs)}
     paths = [volve / name for name in VOLVE_LOGS] if volve is not None else []
     if paths and all(p.exists() for p in paths):
-        result["volve"] = volve_agreement(paths)
+        from appliance.predict.params import PredictorParams
+
+        result["volve"] = volve_agreement(paths, PredictorParams(**VOLVE_PARAMS))
+        result["volve"]["params"] = VOLVE_PARAMS
+        defaults = volve_agreement(paths)
+        result["volve_default_params"] = {"overall_agreement": defaults["overall_agreement"],
+                                          "states": {k: v["agreement"] for k, v in defaults["states"].items()}}
     else:
         result["volve_skipped"] = f"no Volve time logs in {volve}" if volve else "not asked for"
     return result
@@ -420,7 +437,9 @@ def main(argv: Sequence[str]) -> int:
                     "agreement with the Volve time logs' activity codes when they are present.")
     parser.add_argument("--seeds", default="1,2,3", help="comma-separated simulator seeds (default 1,2,3)")
     parser.add_argument("--normal-hours", type=float, default=24.0,
-                        help="hours of normal drilling per seed, no events (default 24)")
+                        help="hours of each normal-drilling run, no events (default 24)")
+    parser.add_argument("--normal-runs", type=int, default=1,
+                        help="normal-drilling runs, one per seed from the first (default 1)")
     parser.add_argument("--kinds", default=",".join(PHYSICAL_KINDS + SENSOR_EVENTS),
                         help="event kinds to inject, one run each per seed (default: all physical kinds "
                              "and sensor faults on " + ", ".join(SENSOR_EVENTS) + ")")
@@ -451,7 +470,9 @@ def main(argv: Sequence[str]) -> int:
     progress = None if args.json else (lambda line: print(line, file=sys.stderr, flush=True))
     if not 1 <= args.jobs <= 64:
         parser.error("--jobs: from 1 to 64")
-    result = evaluate(seeds, args.normal_hours, kinds, volve, progress, args.jobs)
+    if not 0 <= args.normal_runs <= len(seeds):
+        parser.error(f"--normal-runs: from 0 to the number of seeds ({len(seeds)})")
+    result = evaluate(seeds, args.normal_hours, kinds, volve, progress, args.jobs, args.normal_runs)
     if args.json:
         print(json.dumps(result, indent=1))
     else:
