@@ -52,7 +52,7 @@ class Saver(DataSubscriber):
     def summary(self) -> dict:
         t = self.writer.totals
         return {"commits": self.commits, "frames": t.frames, "values": t.values, "events": t.events,
-                "alerts": t.alerts, "dead_letters": t.dead_letters, "gaps": t.gaps,
+                "alerts": t.alerts, "thresholds": t.thresholds, "dead_letters": t.dead_letters, "gaps": t.gaps,
                 "pending_frames": self.pending_frames, "last_commit_ms": self.last_commit_ms}
 
     # -- collecting -----------------------------------------------------------------------

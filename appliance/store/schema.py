@@ -12,6 +12,7 @@ COLUMN, and no name from the bus is ever spliced into SQL.
 
 Roll-ups (`rollup_1m`, `rollup_1h`) hold min/max/sum/count/last per channel and bucket,
 maintained by the saver as data arrives, so long-range charts never scan raw rows.
+`thresholds` keeps every alarm-limit change (the newest row per channel is in force).
 `streams` records, in the same transaction as the data, the last sequence number
 committed per (source, boot, topic); `gaps` the ranges that never arrived.
 """
@@ -73,6 +74,19 @@ CREATE TABLE IF NOT EXISTS alerts (       -- alarm lifecycle events from the `al
 );
 CREATE INDEX IF NOT EXISTS alerts_ts ON alerts (ts);
 CREATE INDEX IF NOT EXISTS alerts_alert_id ON alerts (alert_id, ts);
+
+CREATE TABLE IF NOT EXISTS thresholds (   -- alarm limit settings from `control.thresholds`; a history
+    id          INTEGER PRIMARY KEY,
+    ts          INTEGER NOT NULL,
+    src         TEXT NOT NULL,
+    seq         INTEGER NOT NULL,
+    channel     TEXT NOT NULL,
+    hh REAL, h REAL, l REAL, ll REAL,      -- null: limit not set
+    deadband    REAL,
+    priority    TEXT,
+    by          TEXT NOT NULL DEFAULT ''
+);
+CREATE INDEX IF NOT EXISTS thresholds_channel ON thresholds (channel, id);
 
 CREATE TABLE IF NOT EXISTS dead_letters ( -- everything rejected, with the reason
     id          INTEGER PRIMARY KEY,

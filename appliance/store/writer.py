@@ -26,6 +26,7 @@ from appliance.bus.envelope import Envelope, Frame
 from appliance.bus.sequence import Gap
 from appliance.bus.subscriber import Reject
 from appliance.channels import BY_MNEMONIC, check_value
+from appliance.store import thresholds
 from appliance.store import rollups
 from appliance.store.schema import connect_writer
 
@@ -37,6 +38,7 @@ ALERT_TOPIC = "alert"
 # file) on this topic, one frame {"reason", "input"} per item; each becomes a dead letter
 # under the source's id, so bad input at the edge is kept like bad messages on the bus.
 REJECT_TOPIC = "reject"
+THRESHOLD_TOPIC = thresholds.TOPIC
 CHANNEL_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.:/%-]{0,127}$")
 # SQLite allows 2,000 columns in a table; values of channels beyond this are dead-lettered
 MAX_CHANNELS = 1900
@@ -78,6 +80,7 @@ class CommitStats:
     values: int = 0
     events: int = 0
     alerts: int = 0
+    thresholds: int = 0
     dead_letters: int = 0
     gaps: int = 0
     new_channels: int = 0
@@ -169,6 +172,7 @@ class Writer:
         groups: dict[tuple[str, tuple[str, ...]], list[tuple[Envelope, Frame]]] = defaultdict(list)
         events: list[tuple] = []
         alerts: list[tuple] = []
+        limits: list[tuple] = []
         streams: dict[tuple[str, str, str], list[int]] = {}
 
         self.db.execute("BEGIN IMMEDIATE")
@@ -193,6 +197,8 @@ class Writer:
                         alerts.append((frame.ts, env.src, env.seq, _text(data.get("id")),
                                        _text(data.get("kind")), _text(data.get("state")),
                                        _text(data.get("priority")), orjson.dumps(data).decode()))
+                    elif topic == THRESHOLD_TOPIC:
+                        self._threshold(env, frame, received, limits, dead)
                     elif topic not in CHANNEL_TOPICS and not all(is_number(v) for v in data.values()):
                         events.append((frame.ts, topic, env.src, env.seq, orjson.dumps(data).decode()))
                     elif data:
@@ -237,6 +243,9 @@ class Writer:
             if alerts:
                 self.db.executemany("INSERT INTO alerts (ts, src, seq, alert_id, kind, state, priority, data) "
                                     "VALUES (?, ?, ?, ?, ?, ?, ?, ?)", alerts)
+            if limits:
+                self.db.executemany("INSERT INTO thresholds (ts, src, seq, channel, hh, h, l, ll, deadband, "
+                                    "priority, by) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", limits)
             if dead:
                 self.db.executemany("INSERT INTO dead_letters (received_ms, topic, src, seq, reason, size, payload) "
                                     "VALUES (?, ?, ?, ?, ?, ?, ?)", dead)
@@ -263,7 +272,7 @@ class Writer:
             self.channel_ids = {n: i for n, i in self.channel_ids.items() if n in self.columns}
             raise
         self.column_max.update(newest)
-        stats.events, stats.alerts = len(events), len(alerts)
+        stats.events, stats.alerts, stats.thresholds = len(events), len(alerts), len(limits)
         stats.dead_letters, stats.gaps = len(dead), len(batch.gaps)
         for name in vars(stats):
             setattr(self.totals, name, getattr(self.totals, name) + getattr(stats, name))
@@ -281,6 +290,17 @@ class Writer:
         if not (np.isfinite(arr) & (arr >= plan.low) & (arr <= plan.high)).all():
             return None
         return arr
+
+    def _threshold(self, env: Envelope, frame: Frame, received: int, limits: list, dead: list) -> None:
+        """A threshold setting, checked again here: a bad one is dead-lettered, never stored."""
+        derived = frozenset(n for n in self.columns if n not in BY_MNEMONIC)
+        try:
+            t = thresholds.check(frame.data, extra_channels=derived)
+        except thresholds.ThresholdError as e:
+            dead.append((received, env.topic, env.src, env.seq, f"threshold refused: {e}", 0,
+                         orjson.dumps(frame.data, default=str)[:KEEP_PAYLOAD_BYTES]))
+            return
+        limits.append((frame.ts, env.src, env.seq, t.channel, t.hh, t.h, t.l, t.ll, t.deadband, t.priority, t.by))
 
     def _frame_slowly(self, env: Envelope, frame: Frame, received: int, dead: list,
                       rows_by_columns: dict, series: dict) -> None:
