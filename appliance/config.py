@@ -236,6 +236,19 @@ SETTINGS: tuple[Setting, ...] = (
             "Kinds: kick, loss, washout, packoff, flatline:CHANNEL, spike:CHANNEL, dropout:CHANNEL."),
     Setting("simulator_labels_path", _text, "",
             "File the simulator appends ground-truth event labels to (JSON lines; empty: DATA_DIR/simulator-labels.jsonl)."),
+    # -- spool (sources keep what they published, for the saver to fetch after a loss)
+    Setting("spool_dir", _text, "",
+            "Folder of the sources' spools, one sub-folder per source (empty: DATA_DIR/spool)."),
+    Setting("spool_max_mb", _int_range(1, 1_000_000), "256",
+            "Most disk space each source's spool takes, in MB; the oldest messages go first."),
+    Setting("spool_max_age_h", _float_range(0.01, 8760), "72",
+            "Messages older than this many hours leave the spool (the saver can no longer fetch them)."),
+    Setting("spool_fsync_s", _float_range(0, 3600), "1",
+            "Seconds between flushes of the spool to the disk (fdatasync); a power loss can take this much "
+            "of it. 0: after every message (slow)."),
+    Setting("spool_recovery_wait_s", _float_range(1, 86400), "60",
+            "How long the saver keeps trying to fetch missed messages from a source's spool (waiting for "
+            "the source to come back) before it records them lost and raises a data-gap alert."),
     # -- saver (storage)
     Setting("saver_flush_ms", _int_range(10, 10_000), "100",
             "Longest a received message waits before the saver commits it, in milliseconds."),
