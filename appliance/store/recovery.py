@@ -333,8 +333,10 @@ class Recovery:
                 continue
             if env.seq > record.last_seq:
                 break
-            if env.seq > record.first_seq:  # a hole in the spool (a torn record)
-                self._lose(record, record.first_seq, env.seq - 1, "missing from its spool", out)
+            if env.seq > record.first_seq:
+                self._lose(record, record.first_seq, env.seq - 1,
+                           f"its spool no longer holds them (it starts at seq {first_held})"
+                           if env.seq == first_held else "missing from its spool (a damaged record)", out)
                 record.recovered_row = None
             self._recovered(record, env.seq, out)
             out.envelopes.append(env)
