@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 import signal
 import sqlite3
+from contextlib import closing
 import time
 from pathlib import Path
 
@@ -25,7 +26,7 @@ SUMMARY = re.compile(r"rig time \S+, (\d+) frames \(\S+\) in \d+ messages")
 
 
 def rows(db: Path, sql: str, *args) -> list[tuple]:
-    with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
+    with closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as conn:
         return conn.execute(sql, args).fetchall()
 
 

@@ -245,7 +245,10 @@ class Writer:
                 [(s, b, t, lo, hi, n, received) for (s, b, t), (lo, hi, n) in streams.items()])
             self.db.execute("COMMIT")
         except BaseException:
-            self.db.execute("ROLLBACK")
+            # SQLite may have rolled back by itself (a full disk, I/O errors): a ROLLBACK
+            # then would fail and hide the real, retryable error
+            if self.db.in_transaction:
+                self.db.execute("ROLLBACK")
             self._plans.clear()
             self.column_max.clear()
             # a rolled-back ALTER TABLE takes its column with it
