@@ -30,6 +30,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "backup": ("appliance.store.backup", "back up the database now, online, with progress"),
     "backups": ("appliance.store.backup:list_main", "list the backups with size, age and integrity"),
     "restore": ("appliance.store.restore", "check a backup and put it in place of the database"),
+    "fuzz-bus": ("appliance.ops.fuzz", "send malformed messages at the broker (for testing a site or build)"),
 }
 
 

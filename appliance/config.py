@@ -378,6 +378,8 @@ def load(
                 parser.read_file(f)
         except OSError as e:
             raise ConfigError(f"config file {path}: {e.strerror}; pass --config FILE or set RIGTEL_CONFIG") from None
+        except UnicodeDecodeError as e:
+            raise ConfigError(f"config file {path}: not UTF-8 text (byte {e.start}); save it as UTF-8") from None
         except configparser.Error as e:
             raise ConfigError(f"config file {path}: {e}") from None
         for section in parser.sections():
@@ -397,6 +399,8 @@ def load(
             pairs = read_dotenv(dotenv_path)
         except OSError as e:
             raise ConfigError(f".env file {dotenv_path}: {e.strerror}") from None
+        except UnicodeDecodeError as e:
+            raise ConfigError(f".env file {dotenv_path}: not UTF-8 text (byte {e.start}); save it as UTF-8") from None
         for key, value in pairs.items():
             setting = by_env.get(key)
             if setting is None:

@@ -178,11 +178,13 @@ class Recovery:
         # (src, boot, topic) -> highest seq stored, fetched, or handed to a gap
         self.known: dict[tuple[str, str, str], int] = dict(known or {})
         self.pending: list[GapRecord] = []
+        # (src, boot, topic, first seq) -> the pending gap starting there
+        self.fronts: dict[tuple[str, str, str, int], GapRecord] = {}
         self.alert_due: dict[tuple[str, str], list] = {}  # (src, topic) -> [next allowed, lost, ranges]
         self.stats = collections.Counter(recovered=0, lost=0, fetches=0, timeouts=0)
         for record in pending or []:
             record.deadline = self.started + wait_s
-            self.pending.append(record)
+            self._track(record)
 
     def close(self) -> None:
         if self.fetcher is not None:
@@ -237,8 +239,30 @@ class Recovery:
         if not record.empty:
             log.info("%s on %r: %d message(s) missing (seq %d..%d%s); fetching them from its spool",
                      src, topic, record.count, first, last, f", {what}" if what else "")
-            self.pending.append(record)
+            self._track(record)
         return record
+
+    def _track(self, record: GapRecord) -> None:
+        self.pending.append(record)
+        self.fronts[(record.src, record.boot, record.topic, record.first_seq)] = record
+
+    def fill(self, src: str, boot: str, topic: str, seq: int) -> GapRecord | None:
+        """A message that came late (reordered on the way) at the front of a pending gap:
+        the gap shrinks and the message is stored like any; returns the changed record."""
+        record = self.fronts.get((src, boot, topic, seq))
+        if record is None or record.state != PENDING or record.first_seq != seq:
+            return None
+        self._advance(record, seq + 1)
+        return record
+
+    def _advance(self, record: GapRecord, first: int) -> None:
+        """Move a pending gap's front (what is before it is stored or recorded lost)."""
+        key = (record.src, record.boot, record.topic)
+        if self.fronts.get((*key, record.first_seq)) is record:
+            del self.fronts[(*key, record.first_seq)]
+        record.first_seq = first
+        if not record.empty:
+            self.fronts[(*key, first)] = record
 
     def _spools(self, src: str, now: float) -> bool | None:
         """Whether `src` spools: True (announced), False (has had time to and did not), None (too soon to say)."""
@@ -256,7 +280,7 @@ class Recovery:
         else:
             out.records.append(GapRecord(record.src, record.boot, record.topic, first, last,
                                          record.detected_ms, LOST, now_ms()))
-            record.first_seq = last + 1
+            self._advance(record, last + 1)
         self.stats["lost"] += last - first + 1
         log.error("%d message(s) from %s on %r (seq %d..%d of boot %s) are lost: %s",
                   last - first + 1, record.src, record.topic, first, last, record.boot, reason)
@@ -289,7 +313,9 @@ class Recovery:
                     self._ask(record)
                 continue
             self._lose(record, record.first_seq, record.last_seq, why, out)
-        self.pending = [r for r in self.pending if r.state == PENDING and not r.empty]
+        if any(r.state != PENDING or r.empty for r in self.pending):
+            self.pending = [r for r in self.pending if r.state == PENDING and not r.empty]
+            self.fronts = {(r.src, r.boot, r.topic, r.first_seq): r for r in self.pending}
         for key, due in self.alert_due.items():
             if due[1] and now >= due[0]:
                 out.alerts.append(self._alert(key, due))
@@ -363,7 +389,7 @@ class Recovery:
             row.resolved_ms = now_ms()
         if row not in out.records:
             out.records.append(row)
-        record.first_seq = seq + 1
+        self._advance(record, seq + 1)
 
     def _alert(self, key: tuple[str, str], due: list) -> dict[str, Any]:
         src, topic = key

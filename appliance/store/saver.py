@@ -42,6 +42,7 @@ class Saver(DataSubscriber):
         self.flush_s = cfg.saver_flush_ms / 1000
         self.batch_frames = cfg.saver_batch_frames
         self.batch = Batch()
+        self._gaps_in_batch: set[int] = set()  # ids of the gap records in self.batch
         self.pending_frames = 0
         self.oldest_pending = 0.0
         self.retry_at = 0.0
@@ -112,7 +113,8 @@ class Saver(DataSubscriber):
         if records:
             self._pending(0)
             for r in records:
-                if r not in self.batch.gaps:
+                if id(r) not in self._gaps_in_batch:
+                    self._gaps_in_batch.add(id(r))
                     self.batch.gaps.append(r)
 
     def on_first(self, env: Envelope) -> None:
@@ -133,6 +135,10 @@ class Saver(DataSubscriber):
     def on_late(self, env: Envelope) -> bool:
         if env.topic.startswith(SKIP_PREFIX):
             return False
+        filled = self.recovery.fill(env.src, env.boot, env.topic, env.seq)
+        if filled is not None:  # it arrived late, but it is the next one a gap waits for
+            self._add_gaps([filled])
+            return True
         last = self.tracker.last.get((env.src, env.boot, env.topic))
         self._pending(0)
         self.batch.refused.append((now_ms(), env.topic, env.src, env.seq,
@@ -200,6 +206,7 @@ class Saver(DataSubscriber):
         self.commits += 1
         self.last_commit_ms = now_ms()
         self.batch = Batch()
+        self._gaps_in_batch = set()
         self.pending_frames = 0
         return True
 
