@@ -159,6 +159,8 @@ def test_spool_rolled_over_records_the_loss_and_raises_an_alert(broker, tmp_path
                            30, "the data-gap alert")
     assert saver.stop() == 0
     gaps = rows(db, "SELECT state, first_seq, last_seq FROM gaps WHERE src = ? ORDER BY first_seq", pub.src)
+    if gaps[0] == ("recovered", 1, 1):  # seq 1 went out before the saver's subscription: fetched too
+        gaps = gaps[1:]
     # (30002 itself may have been published before the new saver's subscription reached the
     # broker: then it is fetched too, as the tail the spool's announcement shows)
     assert gaps in ([("lost", 2, first_held - 1), ("recovered", first_held, last)] for last in (30_001, 30_002)), gaps
