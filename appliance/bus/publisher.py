@@ -78,7 +78,11 @@ class Publisher:
         self._spool_server: SpoolServer | None = None
         self.spool_endpoint = ""
         if spool:
-            self._start_spool(cfg)
+            try:
+                self._start_spool(cfg)
+            except BaseException:
+                self._socket.close()
+                raise
 
     def _start_spool(self, cfg: Config) -> None:
         from appliance.bus.spool import Spool, SpoolServer, folder_name

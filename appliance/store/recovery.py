@@ -43,6 +43,7 @@ PENDING, RECOVERED, LOST = "pending", "recovered", "lost"
 CHUNK = 2000  # messages asked for at once
 FETCH_TIMEOUT_S = 5.0
 ANNOUNCE_WAITS = 3  # heartbeats without an announcement: the source does not spool
+TAIL_AFTER = 2  # announcements a stream's announced end must be old before its tail is fetched
 ALERT_EVERY_S = 60.0  # at most one data-gap alert per source and topic this often
 ALERT_TOPICS = ("drilling", "derived")  # losses raise an alert even from non-spooling sources
 LOOPBACK = re.compile(r"^tcp://(127\.0\.0\.1|\[::1\]):\d{1,5}$")
@@ -174,7 +175,8 @@ class Recovery:
         self.started = time.monotonic()
         self.endpoints: dict[str, str] = {}  # src -> fetch endpoint
         self.first_seen: dict[str, float] = {}  # src -> monotonic time first heard
-        self.previous: dict[str, dict[tuple[str, str], int]] = {}  # src -> last announcement's ends
+        # src -> the ends of its last TAIL_AFTER announcements, oldest first
+        self.previous: dict[str, collections.deque] = {}
         # (src, boot, topic) -> highest seq stored, fetched, or handed to a gap
         self.known: dict[tuple[str, str, str], int] = dict(known or {})
         self.pending: list[GapRecord] = []
@@ -200,9 +202,9 @@ class Recovery:
         return max(self.known.get(key, 0), *also) if also else self.known.get(key, 0)
 
     def on_announcement(self, env: Envelope, last_seen) -> list[GapRecord]:
-        """A source's `sys.spool` message: note its endpoint; a stream that the previous
-        announcement showed further along than anything stored has a missing tail (the
-        previous one, a heartbeat ago, so what was in flight then has arrived by now).
+        """A source's `sys.spool` message: note its endpoint; a stream that the announcement
+        of two heartbeats ago showed further along than anything stored has a missing tail
+        (what was in flight then has arrived by now, even through a busy broker).
 
         last_seen(key) is the saver's highest seq for a stream (0: never seen)."""
         data = env.frames[0].data
@@ -216,15 +218,17 @@ class Recovery:
             if (isinstance(item, list) and len(item) == 4 and isinstance(item[0], str) and isinstance(item[1], str)
                     and all(type(x) is int and x >= 1 for x in item[2:])):
                 ends[(item[0], item[1])] = item[3]
+        history = self.previous.setdefault(env.src, collections.deque(maxlen=TAIL_AFTER))
         made = []
-        for (boot, topic), last in self.previous.get(env.src, {}).items():
-            if topic.startswith("sys."):
-                continue
-            key = (env.src, boot, topic)
-            have = self.covered(key, last_seen(key))
-            if have < last:
-                made.append(self.add_gap(env.src, boot, topic, have + 1, last, now_ms(), "the tail of the stream"))
-        self.previous[env.src] = ends
+        if len(history) == TAIL_AFTER:
+            for (boot, topic), last in history[0].items():
+                if topic.startswith("sys."):
+                    continue
+                key = (env.src, boot, topic)
+                have = self.covered(key, last_seen(key))
+                if have < last:
+                    made.append(self.add_gap(env.src, boot, topic, have + 1, last, now_ms(), "the tail of the stream"))
+        history.append(ends)
         return made
 
     # -- gaps ----------------------------------------------------------------------------
