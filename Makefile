@@ -9,7 +9,7 @@ PREFIX  := var/dev
 CONF    := $(PREFIX)/etc/rigtel/supervisord.conf
 STAMP   := $(VENV)/.installed
 
-.PHONY: help run status stop config test bench lock clean
+.PHONY: help run status stop config test bench chaos lock clean
 
 help:
 	@echo "make run     start the whole appliance (supervisord, dev prefix $(PREFIX)); Ctrl-C stops"
@@ -18,6 +18,7 @@ help:
 	@echo "make config  print the effective settings of the dev prefix"
 	@echo "make test    run the whole test suite"
 	@echo "make bench   run the benchmarks (figures and ratios against a bare baseline)"
+	@echo "make chaos   kill programs at random for CHAOS_MINUTES (10), then check nothing was lost"
 	@echo "make lock    re-resolve requirements*.lock from requirements*.in (needs the registry)"
 
 $(STAMP): requirements.lock requirements-dev.lock pyproject.toml
@@ -57,6 +58,9 @@ browser-deps:
 
 bench: $(STAMP)
 	$(PY) tests/bench/run.py
+
+chaos: $(STAMP)
+	$(PY) tests/chaos.py
 
 lock: $(STAMP)
 	$(PY) -m pip install --quiet pip-tools

@@ -38,6 +38,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "wits0-out": ("appliance.sources.wits0_out", "re-serve live and derived channels as WITS0 over TCP"),
     "replay": ("appliance.sources.replay", "publish a recorded CSV, WITSML or LAS log on the bus as if live"),
     "export": ("appliance.store.export", "export stored channels over a time range as CSV, LAS or WITSML"),
+    "fuzz-bus": ("appliance.ops.fuzz", "send malformed messages at the broker (for testing a site or build)"),
 }
 
 

@@ -286,6 +286,19 @@ SETTINGS: tuple[Setting, ...] = (
             "rigtel wits0-out: mapping file of the channels sent, their codes, units and decimals (empty: etc/wits0-out-map.txt)."),
     Setting("wits0_out_interval_s", _float_range(0.1, 3600), "1",
             "rigtel wits0-out: seconds between frames sent to each client."),
+    # -- spool (sources keep what they published, for the saver to fetch after a loss)
+    Setting("spool_dir", _text, "",
+            "Folder of the sources' spools, one sub-folder per source (empty: DATA_DIR/spool)."),
+    Setting("spool_max_mb", _int_range(1, 1_000_000), "256",
+            "Most disk space each source's spool takes, in MB; the oldest messages go first."),
+    Setting("spool_max_age_h", _float_range(0.01, 8760), "72",
+            "Messages older than this many hours leave the spool (the saver can no longer fetch them)."),
+    Setting("spool_fsync_s", _float_range(0, 3600), "1",
+            "Seconds between flushes of the spool to the disk (fdatasync); a power loss can take this much "
+            "of it. 0: after every message (slow)."),
+    Setting("spool_recovery_wait_s", _float_range(1, 86400), "60",
+            "How long the saver keeps trying to fetch missed messages from a source's spool (waiting for "
+            "the source to come back) before it records them lost and raises a data-gap alert."),
     # -- saver (storage)
     Setting("saver_flush_ms", _int_range(10, 10_000), "100",
             "Longest a received message waits before the saver commits it, in milliseconds."),
@@ -464,6 +477,8 @@ def load(
                 parser.read_file(f)
         except OSError as e:
             raise ConfigError(f"config file {path}: {e.strerror}; pass --config FILE or set RIGTEL_CONFIG") from None
+        except UnicodeDecodeError as e:
+            raise ConfigError(f"config file {path}: not UTF-8 text (byte {e.start}); save it as UTF-8") from None
         except configparser.Error as e:
             raise ConfigError(f"config file {path}: {e}") from None
         for section in parser.sections():
@@ -483,6 +498,8 @@ def load(
             pairs = read_dotenv(dotenv_path)
         except OSError as e:
             raise ConfigError(f".env file {dotenv_path}: {e.strerror}") from None
+        except UnicodeDecodeError as e:
+            raise ConfigError(f".env file {dotenv_path}: not UTF-8 text (byte {e.start}); save it as UTF-8") from None
         for key, value in pairs.items():
             setting = by_env.get(key)
             if setting is None:

@@ -226,5 +226,6 @@ def storage_stats(db: sqlite3.Connection) -> dict[str, Any]:
         "channels": db.execute("SELECT count(*) FROM channels").fetchone()[0],
         "first_ts": first, "last_ts": last,
         "dead_letters": db.execute("SELECT count(*) FROM dead_letters").fetchone()[0],
-        "gaps": db.execute("SELECT count(*), coalesce(sum(last_seq - first_seq + 1), 0) FROM gaps").fetchone(),
+        "gaps": db.execute("SELECT count(*), coalesce(sum(last_seq - first_seq + 1), 0) FROM gaps "
+                           "WHERE state = 'lost'").fetchone(),
     }

@@ -28,6 +28,7 @@ from appliance.bus.subscriber import Reject
 from appliance.channels import BY_MNEMONIC, check_value
 from appliance.store import thresholds
 from appliance.store import rollups
+from appliance.store.recovery import PENDING, GapRecord
 from appliance.store.schema import connect_writer
 
 # Topics whose frames are channel values by mnemonic (catalogue-checked); any other
@@ -55,7 +56,7 @@ class Batch:
 
     envelopes: list[Envelope] = field(default_factory=list)
     rejects: list[Reject] = field(default_factory=list)
-    gaps: list[Gap] = field(default_factory=list)
+    gaps: list[Gap | GapRecord] = field(default_factory=list)  # Gap: lost; GapRecord: its state
     # (received_ms, topic, src, seq, reason, size, payload) for messages refused after
     # decoding, such as duplicates
     refused: list[tuple] = field(default_factory=list)
@@ -249,11 +250,7 @@ class Writer:
             if dead:
                 self.db.executemany("INSERT INTO dead_letters (received_ms, topic, src, seq, reason, size, payload) "
                                     "VALUES (?, ?, ?, ?, ?, ?, ?)", dead)
-            if batch.gaps:
-                self.db.executemany("INSERT INTO gaps (src, boot, topic, first_seq, last_seq, detected_ms) "
-                                    "VALUES (?, ?, ?, ?, ?, ?)",
-                                    [(g.src, g.boot, g.topic, g.first_missing, g.last_missing, received)
-                                     for g in batch.gaps])
+            new_ids = self._write_gaps(batch.gaps, received)
             self.db.executemany(
                 "INSERT INTO streams (src, boot, topic, first_seq, last_seq, messages, updated_ms) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (src, boot, topic) DO UPDATE SET "
@@ -263,7 +260,10 @@ class Writer:
                 [(s, b, t, lo, hi, n, received) for (s, b, t), (lo, hi, n) in streams.items()])
             self.db.execute("COMMIT")
         except BaseException:
-            self.db.execute("ROLLBACK")
+            # SQLite may have rolled back by itself (a full disk, I/O errors): a ROLLBACK
+            # then would fail and hide the real, retryable error
+            if self.db.in_transaction:
+                self.db.execute("ROLLBACK")
             self._plans.clear()
             self.column_max.clear()
             # a rolled-back ALTER TABLE takes its column with it
@@ -271,12 +271,45 @@ class Writer:
                             self._column_exists(c)}
             self.channel_ids = {n: i for n, i in self.channel_ids.items() if n in self.columns}
             raise
-        self.column_max.update(newest)
+        for record, row_id in new_ids:
+            record.id = row_id
+        for column, ts in newest.items():  # recovered, older frames must not lower it
+            if ts > self.column_max.get(column, -1):
+                self.column_max[column] = ts
         stats.events, stats.alerts, stats.thresholds = len(events), len(alerts), len(limits)
         stats.dead_letters, stats.gaps = len(dead), len(batch.gaps)
         for name in vars(stats):
             setattr(self.totals, name, getattr(self.totals, name) + getattr(stats, name))
         return stats
+
+    def _write_gaps(self, gaps: list, received: int) -> list[tuple[GapRecord, int]]:
+        """Insert, update or delete the gap rows; returns the new records' row ids, which
+        the caller sets once the transaction has committed."""
+        new_ids = []
+        for g in gaps:
+            if isinstance(g, Gap):  # a plain gap, recorded lost
+                self.db.execute("INSERT INTO gaps (src, boot, topic, first_seq, last_seq, detected_ms, state, "
+                                "resolved_ms) VALUES (?, ?, ?, ?, ?, ?, 'lost', ?)",
+                                (g.src, g.boot, g.topic, g.first_missing, g.last_missing, received, received))
+            elif g.id is None:
+                if not g.empty:
+                    new_ids.append((g, self.db.execute(
+                        "INSERT INTO gaps (src, boot, topic, first_seq, last_seq, detected_ms, state, resolved_ms) "
+                        "VALUES (?, ?, ?, ?, ?, ?, ?, ?)", (g.src, g.boot, g.topic, g.first_seq, g.last_seq,
+                                                            g.detected_ms, g.state, g.resolved_ms)).lastrowid))
+            elif g.empty:  # a pending gap whose every message was fetched or given up
+                self.db.execute("DELETE FROM gaps WHERE id = ?", (g.id,))
+            else:
+                self.db.execute("UPDATE gaps SET first_seq = ?, last_seq = ?, state = ?, resolved_ms = ? "
+                                "WHERE id = ?", (g.first_seq, g.last_seq, g.state, g.resolved_ms, g.id))
+        return new_ids
+
+    def pending_gaps(self) -> list[GapRecord]:
+        """The gaps whose messages were still being fetched when the saver last stopped."""
+        return [GapRecord(src, boot, topic, first, last, detected, PENDING, id=row_id)
+                for row_id, src, boot, topic, first, last, detected in self.db.execute(
+                    "SELECT id, src, boot, topic, first_seq, last_seq, detected_ms FROM gaps "
+                    "WHERE state = 'pending' ORDER BY id")]
 
     @staticmethod
     def _checked(plan: Plan, values: list[tuple]) -> np.ndarray | None:

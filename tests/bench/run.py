@@ -46,6 +46,7 @@ BENCHMARKS: dict[str, str] = {
     "web": "tests.bench.web",
     "data": "tests.bench.data",
     "predictor": "tests.bench.predictor",
+    "spool": "tests.bench.spool",
 }
 
 OPS = {">=": (lambda x, limit: x >= limit, "≥"), "<=": (lambda x, limit: x <= limit, "≤")}
