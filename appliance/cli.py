@@ -30,6 +30,11 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "backup": ("appliance.store.backup", "back up the database now, online, with progress"),
     "backups": ("appliance.store.backup:list_main", "list the backups with size, age and integrity"),
     "restore": ("appliance.store.restore", "check a backup and put it in place of the database"),
+    "source": ("appliance.sources.source", "run the rig data source the setting data_source names (simulator or wits0)"),
+    "wits0": ("appliance.sources.wits0_ingest", "read WITS0 from the rig's recorder (TCP or serial) onto the bus"),
+    "wits0-out": ("appliance.sources.wits0_out", "re-serve live and derived channels as WITS0 over TCP"),
+    "replay": ("appliance.sources.replay", "publish a recorded CSV, WITSML or LAS log on the bus as if live"),
+    "export": ("appliance.store.export", "export stored channels over a time range as CSV, LAS or WITSML"),
 }
 
 
