@@ -232,6 +232,28 @@ def test_receipt_is_measured_in_the_page(stack, page):
     assert perf["shown"], "the tiles were never rendered while measuring"
 
 
+def test_rig_state_banner_names_the_predictors_code(stack, page):
+    from appliance.predict.states import CODE
+
+    page.goto(stack.url + "/live")
+    wait_live(page)
+    assert page.get_attribute("#rig-state", "data-known") == "no"
+    settings = stack.broker.settings()
+    publisher = Publisher("predictor-test", settings=settings)
+    try:
+        with Collector(["probe"], settings) as probe:
+            wait_subscribed(publisher, probe)
+        # stamped at the newest data the page has: the banner judges freshness in rig time
+        ts = page.evaluate("rigtel.link.lastDataTs")
+        publisher.publish("derived", {"RIGSTATE": float(CODE["tripping_out"])}, ts=ts)
+    finally:
+        publisher.close()
+    page.wait_for_selector('#rig-state[data-known="yes"]')
+    assert page.text_content("#rig-state") == "Rig state: tripping out"
+    page.wait_for_function(draws_after(page, 1))  # every track drawn since the page loaded its history
+    screenshot(page, "live-rig-state")
+
+
 def test_alarm_appears_at_once_and_is_acknowledged_on_alerts(stack, page):
     page.goto(stack.url + "/live")
     wait_live(page)

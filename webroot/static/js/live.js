@@ -31,14 +31,10 @@
     { title: 'Mud temperatures', left: ['MTIA', 'MTOA'], right: [] },
   ];
   const TILES = ['DMEA', 'DBTM', 'ROPA', 'HKLA', 'WOBA', 'RPMA', 'TQA', 'SPPA', 'MFIA', 'MFOA', 'TVA', 'GASA'];
-  // The predictor's derived rig-state channel: the first of these names that shows up.
-  const RIG_STATE_CHANNELS = ['RIGSTATE', 'RIG_STATE', 'RSTATE'];
-  // Codes the predictor is expected to publish (numbers: the bus and store carry numbers);
-  // an unknown code is shown as its number.
-  const RIG_STATE_CODES = {
-    0: 'unknown', 1: 'drilling (rotary)', 2: 'drilling (slide)', 3: 'reaming', 4: 'circulating',
-    5: 'in slips / connection', 6: 'tripping in', 7: 'tripping out', 8: 'rotating off bottom', 9: 'static',
-  };
+  // The predictor's derived rig-state channel: a code, the index of its name in
+  // appliance.predict.states.RIG_STATES, which the page carries (data-rig-states).
+  const RIG_STATE_CHANNELS = ['RIGSTATE'];
+  let rigStateNames = [];
   const RIG_STATE_FRESH_MS = 30000;  // data time: older than this and the banner says not available
   const COLORS = ['#4cc9f0', '#ffd23f', '#f72585', '#3ddc84', '#ff9f1c', '#b8b8ff', '#ffffff', '#00f5d4'];
   const FONT = 'system-ui, -apple-system, "Segoe UI", Roboto, "Noto Sans", "DejaVu Sans", "Liberation Sans", Arial, sans-serif';
@@ -587,7 +583,8 @@
     const newest = rigtel.link.lastDataTs;
     if (rs && (newest === null || newest - rs[0] <= RIG_STATE_FRESH_MS)) {
       const v = rs[1];
-      const text = typeof v === 'number' ? (RIG_STATE_CODES[v] || 'state code ' + v) : String(v);
+      const name = typeof v === 'number' && Number.isInteger(v) ? rigStateNames[v] : undefined;
+      const text = name !== undefined ? name.replace(/_/g, ' ') : 'state code ' + v;
       el.dataset.known = 'yes';
       el.textContent = 'Rig state: ' + text;
     } else {
@@ -641,6 +638,11 @@
   });
 
   document.addEventListener('DOMContentLoaded', function () {
+    try {
+      rigStateNames = JSON.parse(document.getElementById('live').dataset.rigStates || '[]');
+    } catch (e) {
+      console.error('rigtel: the rig-state names did not come with the page', e);
+    }
     buildTiles();
     buildTracks();
     loadChannels().then(function (ok) { if (!ok) setTimeout(retryChannels, 5000); });
