@@ -25,8 +25,8 @@ taken with `git archive`, so the page before and after are measured in the same 
   same stream without the dashboard's script.
 - history: GET /api/series for 1 h and 24 h x 20 channels over HTTP (median of several),
   next to `read.series` on the same file in this process.
-- RSS: VmRSS of the current web program before and after the streaming phases (the
-  benchmark's minutes, not the hour of the issue).
+- RSS: VmRSS of the current web program from its first /live phase (warm) to the end of the
+  streams phase (minutes; the web-soak section watches it longer).
 """
 
 from __future__ import annotations
@@ -385,7 +385,7 @@ def run(opts) -> dict[str, Any]:
                     readers.append(plain)
                     plain.thread.start()
                     wait_subscribed(pub, bus)
-                    rss_start = rss_mb(current["program"].proc.pid)
+                    rss_start = None  # taken once the program is warm: after its first /live phase
 
                     def open_page(name: str) -> LivePage:
                         page = LivePage(browser, webs[name]["port"])
@@ -416,6 +416,8 @@ def run(opts) -> dict[str, Any]:
                             base = bus.take()
                             if name == "current":
                                 results["quiet"], results["plain"], results["bus"] = quiet.evaluate(TAKE), plain.take(), base
+                                if rss_start is None:
+                                    rss_start = rss_mb(current["program"].proc.pid)
                             r = results[name]
                             receipt = (r["perf"] or {}).get("receipt") or r["probe"]
                             say(f"    receipt p95 {percentile(receipt, .95):.0f} ms ({len(receipt)}/{sent}), "
@@ -515,8 +517,9 @@ def run(opts) -> dict[str, Any]:
             raw["rss_web_mb"] = {"start": rss_start, "end": rss_end}
             rows.append({"metric": "RSS web, growth over the streaming phases", "unit": "MB",
                          "appliance": stats([rss_end - rss_start]), "baseline": None,
-                         "note": f"VmRSS {rss_start:.1f} -> {rss_end:.1f} MB over the phases above; the "
-                                 f"benchmark's span, not an hour"})
+                         "note": f"VmRSS {rss_start:.1f} -> {rss_end:.1f} MB from the end of the current page's "
+                                 f"first phase (warm) to the end of the streams phase; minutes, not the hour: "
+                                 f"see web-soak"})
         finally:  # every step on its own: one failing must not leave programs running
             for r in readers:
                 try:

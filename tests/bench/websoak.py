@@ -29,6 +29,7 @@ DESCRIPTION = "web program RSS over minutes of streaming to /live and 10 SSE rea
 STREAMS = 10
 SAMPLE_S = 10.0
 RATE_HZ = 10
+HEAP = "() => performance.memory ? performance.memory.usedJSHeapSize / 1e6 : 0"
 
 
 def slope_mb_per_h(points: list[tuple[float, float]]) -> float:
@@ -48,6 +49,7 @@ def run(opts) -> dict[str, Any]:
     minutes = float(os.environ.get("SOAK_MIN") or (1.5 if opts.quick else 5))
     rng = random.Random(3)
     samples: list[tuple[float, float]] = []
+    heap: list[tuple[float, float]] = []  # the /live page's JS heap, MB (Chrome's performance.memory)
     with tempfile.TemporaryDirectory(prefix="rigtel-soak-") as d:
         tmp = Path(d)
         broker = start_broker(tmp)
@@ -82,10 +84,11 @@ def run(opts) -> dict[str, Any]:
                         i += 1
                         if time.monotonic() >= next_sample:
                             samples.append((time.monotonic() - start, rss_mb(web.proc.pid)))
+                            heap.append((time.monotonic() - start, page.evaluate(HEAP)))
                             next_sample += SAMPLE_S
                     samples.append((time.monotonic() - start, rss_mb(web.proc.pid)))
                     drawn = page.evaluate("rigtel.live.stats.draws")
-                    page_heap = page.evaluate("performance.memory ? performance.memory.usedJSHeapSize / 1e6 : null")
+                    heap.append((time.monotonic() - start, page.evaluate(HEAP)))
                 finally:
                     browser.close()
             counts = [r.frames for r in readers]
@@ -95,17 +98,24 @@ def run(opts) -> dict[str, Any]:
                 r.close()
             codes = {prog.args[0]: prog.stop() for prog in reversed(programs)}
     warm = [(t, v) for t, v in samples if t >= 60] or samples
+    warm_heap = [(t, v) for t, v in heap if t >= 60] or heap
     growth = warm[-1][1] - warm[0][1]
     rows = [
         {"metric": f"RSS web, growth after the first minute ({minutes:g} min soak)", "unit": "MB",
          "appliance": stats([growth]), "baseline": None,
          "note": f"VmRSS {samples[0][1]:.1f} at start, {warm[0][1]:.1f} at {warm[0][0]:.0f} s, {warm[-1][1]:.1f} at "
                  f"{warm[-1][0]:.0f} s, peak {max(v for _, v in samples):.1f}; {i} frames published, readers got "
-                 f"min {min(counts)}; /live made {drawn} track redraws, JS heap {page_heap or 0:.1f} MB"
+                 f"min {min(counts)}; /live made {drawn} track redraws"
                  + (f"; errors {errors[:2]}" if errors else ""),
          "error": bool(errors) or any(codes.values())},
         {"metric": "RSS web, trend after the first minute", "unit": "MB/h",
          "appliance": stats([slope_mb_per_h(warm)]), "baseline": None,
          "note": f"least squares over {len(warm)} samples every {SAMPLE_S:g} s"},
+        {"metric": "/live page JS heap, growth after the first minute", "unit": "MB",
+         "appliance": stats([warm_heap[-1][1] - warm_heap[0][1]]), "baseline": None,
+         "note": f"usedJSHeapSize {heap[0][1]:.1f} at start, {warm_heap[0][1]:.1f} at {warm_heap[0][0]:.0f} s, "
+                 f"{warm_heap[-1][1]:.1f} at the end (the page's buffers are trimmed to the window; "
+                 f"Chrome quantizes this figure); trend {slope_mb_per_h(warm_heap):.1f} MB/h"},
     ]
-    return {"rows": rows, "raw": {"samples": samples, "frames_per_reader": counts, "exit_codes": codes}}
+    return {"rows": rows, "raw": {"samples": samples, "page_heap": heap, "frames_per_reader": counts,
+                                  "exit_codes": codes}}

@@ -8,7 +8,8 @@
 
    Drawing is kept short and off the receiving path. Each track group is its own small Plotly
    figure (no Plotly legend: the track's names are HTML above it), and one track is redrawn per
-   animation frame, the one waiting longest, with a pause after each as long as the draw took:
+   animation frame, the one waiting longest, each at most once per pixel's worth of time on its
+   axis, with a pause after each draw as long as the draw took:
    no task holds the page for long, so the tiles, the alarm strip and the next batch of frames
    never wait behind a full redraw. (A Plotly data update, extendTraces included, always
    replots the whole figure it touches; what can be made small is the figure.) The trace
@@ -43,7 +44,9 @@
   const MAX_POINTS = 1500;        // per channel: samples closer than window / MAX_POINTS are averaged
   const HISTORY_POINTS = 20000;   // asked of /api/series: raw samples when they fit, else roll-ups
   const PENDING_LIMIT = 50000;  // frames held while history loads
-  const TRACK_MIN_MS = 250;     // a track is redrawn at most this often (15 min on 1,300 px: 0.7 s a pixel)
+  // A track is redrawn at most once per pixel's worth of time on its axis (15 min on 1,300 px:
+  // 0.7 s), within these bounds: faster moves nothing on screen (the tiles carry the newest values).
+  const TRACK_MS = [250, 1000];
   const DRAW_REST = 1.0;        // after a draw, no other for as long again: drawing takes at most half the page's time
   const CONFIG = { responsive: true, displaylogo: false, scrollZoom: false,
     modeBarButtonsToRemove: ['select2d', 'lasso2d', 'toImage', 'autoScale2d'] };
@@ -322,10 +325,16 @@
     const n = GROUPS.length;
     const free = window.innerHeight - top - BELOW_PX - n * HEAD_PX - AXIS_PX;
     const each = Math.max(MIN_TRACK_PX, Math.floor(free / n));
-    return { each: each, last: each + AXIS_PX };
+    return { each: each, last: each + AXIS_PX, plotPx: Math.max(100, box.clientWidth - 144) };
   }
 
   let heights = null;
+
+  /** How often a track may be redrawn, in ms: a pixel's worth of the window, within TRACK_MS. */
+  function trackMs() {
+    const px = heights ? heights.plotPx : 1000;
+    return Math.min(TRACK_MS[1], Math.max(TRACK_MS[0], state.windowMs / px));
+  }
 
   function layoutOf(tr) {
     const g = tr.group;
@@ -464,7 +473,7 @@
   function nextTrack(now) {
     let best = null;
     for (const tr of tracks) {
-      if (!tr.dirty || tr.busy || now - tr.drawnAt < TRACK_MIN_MS) continue;
+      if (!tr.dirty || tr.busy || now - tr.drawnAt < trackMs()) continue;
       if (best === null || tr.drawnAt < best.drawnAt) best = tr;
     }
     return best;
@@ -484,7 +493,7 @@
     if (tracks.some(function (t) { return t.dirty; })) {
       // come back when the rest after the last draw is over, or when a track may be drawn again
       const soonest = Math.max(nextDrawAt, Math.min.apply(null, tracks.filter(function (t) { return t.dirty; })
-        .map(function (t) { return t.drawnAt + TRACK_MIN_MS; })));
+        .map(function (t) { return t.drawnAt + trackMs(); })));
       const wait = soonest - performance.now();
       if (wait > 8) {
         if (timer === null) timer = setTimeout(function () { timer = null; schedule(); }, wait);
