@@ -47,6 +47,7 @@ BENCHMARKS: dict[str, str] = {
     "data": "tests.bench.data",
     "predictor": "tests.bench.predictor",
     "spool": "tests.bench.spool",
+    "web-soak": "tests.bench.websoak",
 }
 
 OPS = {">=": (lambda x, limit: x >= limit, "≥"), "<=": (lambda x, limit: x <= limit, "≤")}
