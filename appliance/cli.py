@@ -30,6 +30,11 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "backup": ("appliance.store.backup", "back up the database now, online, with progress"),
     "backups": ("appliance.store.backup:list_main", "list the backups with size, age and integrity"),
     "restore": ("appliance.store.restore", "check a backup and put it in place of the database"),
+    "program-alerts": ("appliance.ops.program_alerts",
+                       "supervisord event listener: a program's crash becomes an alert on the bus"),
+    "status": ("appliance.ops.status", "every program's state, data freshness, gaps, backups, disk, "
+                                       "certificate; exit 1 when unhealthy"),
+    "check": ("appliance.ops.status:check_main", "smoke test of a running appliance (the installer runs it)"),
 }
 
 
