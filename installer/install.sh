@@ -99,7 +99,12 @@ step "checking the bundle ($VERSION, $(version_field target)) against MANIFEST.s
 
 # --- 2. a Python that the wheels fit ------------------------------------------------------------
 if [ -z "$PYTHON" ]; then
-    PYTHON="$(command -v "python$TARGET_PY" || command -v python3 || true)"
+    # the system's Python first: one under a personal folder (pyenv in ~root) is not
+    # reachable by the programs' user
+    for p in "/usr/bin/python$TARGET_PY" "/usr/local/bin/python$TARGET_PY" \
+             "$(command -v "python$TARGET_PY" || true)" "$(command -v python3 || true)"; do
+        if [ -n "$p" ] && [ -x "$p" ]; then PYTHON="$p"; break; fi
+    done
 fi
 [ -n "$PYTHON" ] && [ -x "$PYTHON" ] ||
     die "no Python $TARGET_PY found: install python$TARGET_PY from the distribution's media, or give --python PATH"
@@ -136,6 +141,10 @@ if [ -n "$RUN_USER" ]; then
     chown "$RUN_USER":"$GROUP" "$LIB"; chmod 0750 "$LIB"
 else
     chmod 0750 "$ETC" "$LIB" "$LOG" "$RUN"
+fi
+
+if [ -n "$RUN_USER" ] && ! runuser -u "$RUN_USER" -- "$PYTHON" -c "" 2>/dev/null; then
+    die "$PYTHON cannot be run by the user $RUN_USER (is it under a private folder such as /root?): give --python with a system Python, e.g. /usr/bin/python$TARGET_PY"
 fi
 
 # --- 4. the new release: a virtualenv with every wheel, offline --------------------------------
