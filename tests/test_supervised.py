@@ -17,7 +17,7 @@ import pytest
 
 from tests.conftest import clean_env
 
-PROGRAMS = {"broker", "saver", "simulator", "logger", "maintenance", "web"}
+PROGRAMS = {"broker", "saver", "simulator", "logger", "maintenance", "web", "program-alerts"}
 
 
 def free_ports(n: int) -> list[int]:

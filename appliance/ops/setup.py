@@ -30,13 +30,21 @@ SYSTEMD_UNIT = "rigtel.service"
 
 
 def install_settings(layout: Layout, opt_current: Path) -> dict[str, str]:
-    """Settings that follow from where things are installed."""
-    return {
-        "data_dir": str(layout.lib_dir),
-        "database_path": str(layout.lib_dir / "rigtel.db"),
-        "supervisor_socket": str(layout.run_dir / "supervisor.sock"),
-        "web_root": str(opt_current / "webroot"),
+    """Settings that follow from where things are installed (only those this release has)."""
+    from appliance.config import SETTINGS
+
+    paths = {
+        "data_dir": layout.lib_dir,
+        "database_path": layout.lib_dir / "rigtel.db",
+        "supervisor_socket": layout.run_dir / "supervisor.sock",
+        "web_root": opt_current / "webroot",
+        "tls_cert_file": layout.etc_dir / "tls/cert.pem",
+        "tls_key_file": layout.etc_dir / "tls/key.pem",
+        "users_file": layout.etc_dir / "users.json",
+        "bus_keys_dir": layout.etc_dir / "curve",
     }
+    known = {s.name for s in SETTINGS}
+    return {name: str(path) for name, path in paths.items() if name in known}
 
 
 def update_ini(text: str, values: dict[str, str]) -> str:
@@ -74,16 +82,16 @@ def cmd_settings(args: argparse.Namespace) -> int:
     layout = Layout(Path(args.root))
     ini = layout.config_file
     fresh = not ini.exists()
-    values = install_settings(layout, Path(args.opt_current)) if fresh else {}
-    # the code's location moves with each release only if the site never chose its own
-    if not fresh and "web_root" not in _keys(ini.read_text()):
-        values["web_root"] = str(Path(args.opt_current) / "webroot")
+    base = ini.read_text() if not fresh else Path(args.template).read_text()
+    # where things are installed, for every such setting the site has not chosen itself (an
+    # upgrade may bring new ones, such as the TLS files)
+    chosen = _keys(base)
+    values = {k: v for k, v in install_settings(layout, Path(args.opt_current)).items() if k not in chosen}
     try:
         values.update(parse_assignments(args.set))
     except ConfigError as e:
         print(f"install: {e}", file=sys.stderr)
         return 2
-    base = ini.read_text() if not fresh else Path(args.template).read_text()
     text = update_ini(base, values)
     candidate = ini.with_name(ini.name + ".new")
     candidate.write_text(text)

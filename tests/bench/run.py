@@ -44,6 +44,7 @@ BENCHMARKS: dict[str, str] = {
     "bus": "tests.bench.bus",
     "storage": "tests.bench.storage",
     "web": "tests.bench.web",
+    "install": "tests.bench.install",
 }
 
 OPS = {">=": (lambda x, limit: x >= limit, "≥"), "<=": (lambda x, limit: x <= limit, "≤")}
