@@ -199,9 +199,14 @@ print(load(config_file=sys.argv[1]).values.get(sys.argv[2], ""))' "$ETC/applianc
 }
 
 # --- 7. TLS certificate and the first administrator (kept on an upgrade) ------------------------
-as_owner() {  # files the programs must read: theirs, private
-    if [ -n "$RUN_USER" ]; then chown "$RUN_USER":"$GROUP" "$@"; fi
-    chmod 0600 "$@"
+as_owner() {  # a secret the programs must read: theirs, private; its folder open to their group
+    local f="$1" dir
+    dir="$(dirname "$f")"
+    if [ -n "$RUN_USER" ]; then
+        chown "$RUN_USER":"$GROUP" "$f"
+        [ "$dir" = "$ETC" ] || { chown root:"$GROUP" "$dir"; chmod 0750 "$dir"; }
+    fi
+    chmod 0600 "$f"
 }
 if "${RIGTEL_ENV[@]}" "${RIGTEL[@]}" tls --help >/dev/null 2>&1; then
     CERT="$(setting tls_cert_file)"
@@ -214,7 +219,8 @@ if "${RIGTEL_ENV[@]}" "${RIGTEL[@]}" tls --help >/dev/null 2>&1; then
         step "making a self-signed TLS certificate (replace it with the site's: rigtel tls install)"
         "${RIGTEL_ENV[@]}" "${RIGTEL[@]}" tls self-signed "${CFG[@]}" "${HOST_ARGS[@]}"
         KEY="$(setting tls_key_file)"
-        [ -n "$KEY" ] && [ -f "$KEY" ] && as_owner "$KEY"
+        if [ -n "$KEY" ] && [ -f "$KEY" ]; then as_owner "$KEY"; fi
+        if [ -f "$CERT" ] && [ -n "$RUN_USER" ]; then chown root:"$GROUP" "$CERT"; chmod 0640 "$CERT"; fi
     fi
 else
     step "NOTE: this release has no 'rigtel tls' yet: the dashboard serves plain HTTP on loopback only"
@@ -239,7 +245,7 @@ if "${RIGTEL_ENV[@]}" "${RIGTEL[@]}" user --help >/dev/null 2>&1; then
         step "creating the dashboard administrator '$ADMIN_USER'"
         "${RIGTEL_ENV[@]}" "${RIGTEL[@]}" user add "$ADMIN_USER" --role admin --password-file "$PASSFILE" "${CFG[@]}"
         USERS="$(setting users_file)"
-        [ -n "$USERS" ] && [ -f "$USERS" ] && as_owner "$USERS"
+        if [ -n "$USERS" ] && [ -f "$USERS" ]; then as_owner "$USERS"; fi
     fi
 else
     step "NOTE: this release has no 'rigtel user' yet: the dashboard has no logins (loopback only)"

@@ -140,7 +140,16 @@ class Install:
         self.db = prefix / "var/lib/rigtel/rigtel.db"
         self.log_dir = prefix / "var/log/rigtel"
         self.bin = self.opt / "current/venv/bin"
-        self.frontend, self.backend, self.web_port = free_ports(3)
+        self.frontend, self.backend, self.web_port, self.http_port = free_ports(4)
+
+    def port_settings(self) -> list[str]:
+        """--set arguments giving every listening port a free one, so installs run side by side."""
+        from appliance.config import SETTINGS
+
+        ports = {"broker_frontend_port": self.frontend, "broker_backend_port": self.backend,
+                 "web_port": self.web_port, "web_http_port": self.http_port}
+        known = {s.name for s in SETTINGS}
+        return [a for name, port in ports.items() if name in known for a in ("--set", f"{name}={port}")]
 
     def run_installer(self, *args: str, join: bool = False, timeout: float = 300,
                       on_line=None) -> tuple[int, str]:
@@ -248,8 +257,7 @@ def appliance(bundle: Path, tmp_path_factory):
     t0 = time.monotonic()
     try:
         rc, out = inst.run_installer(
-            "--set", f"broker_frontend_port={inst.frontend}", "--set", f"broker_backend_port={inst.backend}",
-            "--set", f"web_port={inst.web_port}", "--set", "rig_id=test-rig", "--set", "simulator_rate_hz=5",
+            *inst.port_settings(), "--set", "rig_id=test-rig", "--set", "simulator_rate_hz=5",
             "--set", "simulator_speed=20", "--admin-password-file", str(_password_file(prefix.parent)),
             on_line=watch)
         inst.install_output, inst.install_rc = out, rc
@@ -411,9 +419,7 @@ def test_root_layout_system_user_permissions_unit_and_purge(bundle: Path, tmp_pa
     user = f"rigtel-t{uuid.uuid4().hex[:6]}"  # never the real 'rigtel'; removed by --purge below
     inst = Install(prefix, bundle, Offline())
     try:
-        rc, out = inst.run_installer("--user", user, "--set", f"broker_frontend_port={inst.frontend}",
-                                     "--set", f"broker_backend_port={inst.backend}",
-                                     "--set", f"web_port={inst.web_port}",
+        rc, out = inst.run_installer("--user", user, *inst.port_settings(),
                                      "--admin-password-file", str(_password_file(tmp_path)))
         assert rc == 0, out[-4000:]
         inst.offline.pid = inst.supervisord_pid()

@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tests.test_install import REPO, Install, Offline, _alive, wait_until
+from tests.test_install import REPO, Install, Offline, _alive, _password_file, wait_until
 
 NAME = "install"
 DESCRIPTION = "offline install time, cold start to every program RUNNING, total RSS of the appliance"
@@ -141,9 +141,8 @@ def run(opts) -> dict[str, Any]:
                         pips.append(bare_pip(bundle, work))
                         continue
                     t0 = time.monotonic()
-                    rc, out = inst.run_installer("--set", f"broker_frontend_port={inst.frontend}",
-                                                 "--set", f"broker_backend_port={inst.backend}",
-                                                 "--set", f"web_port={inst.web_port}")
+                    rc, out = inst.run_installer(*inst.port_settings(), "--admin-password-file",
+                                                 str(_password_file(work)))
                     if rc != 0:
                         raise RuntimeError(f"install failed:\n{out[-3000:]}")
                     installs.append(time.monotonic() - t0)
