@@ -35,6 +35,11 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "status": ("appliance.ops.status", "every program's state, data freshness, gaps, backups, disk, "
                                        "certificate; exit 1 when unhealthy"),
     "check": ("appliance.ops.status:check_main", "smoke test of a running appliance (the installer runs it)"),
+    "source": ("appliance.sources.source", "run the rig data source the setting data_source names (simulator or wits0)"),
+    "wits0": ("appliance.sources.wits0_ingest", "read WITS0 from the rig's recorder (TCP or serial) onto the bus"),
+    "wits0-out": ("appliance.sources.wits0_out", "re-serve live and derived channels as WITS0 over TCP"),
+    "replay": ("appliance.sources.replay", "publish a recorded CSV, WITSML or LAS log on the bus as if live"),
+    "export": ("appliance.store.export", "export stored channels over a time range as CSV, LAS or WITSML"),
 }
 
 
