@@ -121,6 +121,22 @@ if lib == "glibc" and tuple(map(int, ver.split(".")[:2])) < tuple(map(int, glibc
              f"build one with make bundle BUNDLE_GLIBC={ver}")
 EOF
 
+# --- early check of the settings, before anything is built: from the project's wheel itself
+# (pure Python; the settings code needs only the standard library). A refusal (2) stops here;
+# anything else is left to the full check in step 5.
+SET_ARGS=()
+for s in "${SETS[@]+"${SETS[@]}"}"; do SET_ARGS+=(--set "$s"); done
+PROJECT_WHEEL="$(ls "$BUNDLE"/wheels/rigtel-*.whl | head -n 1)"
+EARLY=0
+PYTHONPATH="$PROJECT_WHEEL" "$PYTHON" -m appliance.ops.setup settings --dry-run --root "$ROOT" \
+    --opt-current "$OPT/current" --template "$BUNDLE/etc/appliance.ini" "${SET_ARGS[@]+"${SET_ARGS[@]}"}" \
+    >/dev/null 2>"${TMPDIR:-/tmp}/rigtel-install-check.$$" || EARLY=$?
+if [ "$EARLY" = 2 ]; then
+    cat "${TMPDIR:-/tmp}/rigtel-install-check.$$" >&2; rm -f "${TMPDIR:-/tmp}/rigtel-install-check.$$"
+    die "stopped before changing anything"
+fi
+rm -f "${TMPDIR:-/tmp}/rigtel-install-check.$$"
+
 # --- 3. user, group and folders -------------------------------------------------------------
 if [ -n "$RUN_USER" ]; then
     if ! getent group "$GROUP" >/dev/null; then
@@ -167,8 +183,6 @@ cp "$BUNDLE/VERSION" "$BUNDLE/install.sh" "$BUNDLE/uninstall.sh" "$RELEASE/"
 SETUP=("$RELEASE/venv/bin/python" -m appliance.ops.setup)
 
 # --- 5. settings (kept on an upgrade) and supervisord's configuration --------------------------
-SET_ARGS=()
-for s in "${SETS[@]+"${SETS[@]}"}"; do SET_ARGS+=(--set "$s"); done
 FRESH=0; [ -f "$ETC/appliance.ini" ] || FRESH=1
 env -u RIGTEL_CONFIG "${SETUP[@]}" settings --root "$ROOT" --opt-current "$OPT/current" \
     --template "$BUNDLE/etc/appliance.ini" "${SET_ARGS[@]+"${SET_ARGS[@]}"}" ||

@@ -19,6 +19,7 @@ import configparser
 import os
 import re
 import sys
+import tempfile
 from pathlib import Path
 from typing import Sequence
 
@@ -93,14 +94,25 @@ def cmd_settings(args: argparse.Namespace) -> int:
         print(f"install: {e}", file=sys.stderr)
         return 2
     text = update_ini(base, values)
-    candidate = ini.with_name(ini.name + ".new")
+    if args.dry_run:  # the installer's early check, before it builds anything
+        fd, name = tempfile.mkstemp(prefix="appliance-", suffix=".ini")
+        os.close(fd)
+        candidate = Path(name)
+    else:
+        candidate = ini.with_name(ini.name + ".new")
     candidate.write_text(text)
     try:
         load(config_file=str(candidate), env={}, dotenv="")
+        problem = None
     except ConfigError as e:
+        problem = e
+    if problem or args.dry_run:
         candidate.unlink()
-        print(f"install: the settings would not work, nothing was changed: {e}", file=sys.stderr)
+    if problem:
+        print(f"install: the settings would not work, nothing was changed: {problem}", file=sys.stderr)
         return 2
+    if args.dry_run:
+        return 0
     os.chmod(candidate, 0o640)
     os.replace(candidate, ini)
     print(f"install: settings {'written to' if fresh else 'kept in'} {ini}"
@@ -211,6 +223,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     s.add_argument("--opt-current", required=True)
     s.add_argument("--template", required=True, help="the bundle's etc/appliance.ini")
     s.add_argument("--set", action="append", default=[], metavar="NAME=VALUE")
+    s.add_argument("--dry-run", action="store_true", help="only check the result; write nothing")
     s.set_defaults(run=cmd_settings)
     r = sub.add_parser("render", help="supervisord.conf, pointer configs, systemd unit")
     r.add_argument("--root", required=True)
