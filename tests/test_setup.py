@@ -113,3 +113,34 @@ def test_report_is_unhealthy_on_any_fail():
     assert not healthy(checks) and "NOT healthy" in report(checks, False)
     assert '"healthy": false' in report(checks, True)
     assert healthy(checks[:1])
+
+
+def test_data_checks_read_freshness_gaps_and_alerts_from_the_database(tmp_path: Path):
+    import sqlite3
+    import time
+
+    from appliance.ops.status import WARN, check_data
+    from appliance.store.schema import DDL
+
+    db_path = tmp_path / "rigtel.db"
+    cfg = load({"database_path": str(db_path)}, config_file=str(REPO / "etc/appliance.ini"), env={}, dotenv="")
+    assert check_data(cfg, 60)[0].level == FAIL  # no database at all
+    db = sqlite3.connect(db_path)
+    db.executescript(DDL)
+    db.commit()
+    assert "no drilling data stored yet" in check_data(cfg, 60)[0].text
+    now = time.time_ns() // 1_000_000
+    db.execute("INSERT INTO streams (src, boot, topic, first_seq, last_seq, messages, updated_ms) "
+               "VALUES ('r.sim', 'b', 'drilling', 1, 10, 10, ?)", (now - 5000,))
+    db.execute("INSERT INTO gaps (src, boot, topic, first_seq, last_seq, detected_ms) VALUES "
+               "('r.sim', 'b', 'drilling', 3, 4, ?)", (now,))
+    db.execute("INSERT INTO alerts (ts, src, seq, alert_id, kind, state, priority, data) VALUES "
+               "(?, 'r.supervisor', 1, 'program-web', 'program_down', 'active_unack', 'high', ?)",
+               (now, '{"id": "program-web", "kind": "program_down", "priority": "high"}'))
+    db.commit()
+    data, gaps, alerts = check_data(cfg, 60)
+    assert data.level == OK and "5 s ago" in data.text
+    assert gaps.level == WARN and "2 message(s) lost" in gaps.text
+    assert alerts.level == WARN and "program-web" in alerts.text
+    assert check_data(cfg, 2)[0].level == FAIL  # stale for a tighter limit
+    db.close()

@@ -78,7 +78,9 @@ def check_data(cfg: Config, stale_s: float) -> list[Check]:
             newest = db.execute("SELECT max(updated_ms) FROM streams WHERE topic = 'drilling'").fetchone()[0]
             gaps, lost = db.execute("SELECT count(*), coalesce(sum(last_seq - first_seq + 1), 0) FROM gaps "
                                     "WHERE detected_ms >= ?", (now_ms() - GAP_WINDOW_S * 1000,)).fetchone()
-            rows = db.execute("SELECT count(*) FROM alerts WHERE state = 'active_unack'").fetchone()[0]
+            from appliance.store.read import active_alerts
+
+            alerts = active_alerts(db)
         finally:
             db.close()
     except sqlite3.Error as e:
@@ -94,7 +96,11 @@ def check_data(cfg: Config, stale_s: float) -> list[Check]:
                          + ("" if level == OK else f" (stale: more than {stale_s:g} s)")))
     out.append(Check("bus gaps", OK if gaps == 0 else WARN,
                      f"{gaps} gap(s), {lost} message(s) lost in the last hour"))
-    out.append(Check("alerts", OK, f"{rows} unacknowledged raise event(s) stored"))
+    high = [a for a in alerts if a.get("priority") in ("high", "urgent") and a["state"].startswith("active")]
+    out.append(Check("alerts", WARN if high else OK,
+                     f"{len(alerts)} active or unacknowledged"
+                     + (f", {len(high)} of high priority: {', '.join(str(a.get('id')) for a in high[:5])}"
+                        if high else "")))
     return out
 
 
