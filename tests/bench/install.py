@@ -123,7 +123,8 @@ def bare_pip(bundle: Path, work: Path) -> float:
     subprocess.run([str(venv / "bin/python"), f"{pip_wheel}/pip", "install", "--quiet", "--no-index",
                     "--find-links", str(bundle / "wheels"), "--require-hashes", "--no-cache-dir",
                     "-r", str(bundle / "requirements.txt")], check=True,
-                   env={**os.environ, "PIP_CONFIG_FILE": os.devnull})
+                   env={**{k: v for k, v in os.environ.items() if not k.startswith("PIP_")},
+                        "PIP_CONFIG_FILE": os.devnull})  # as the installer: only the bundle counts
     return time.monotonic() - t0
 
 
