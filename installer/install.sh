@@ -280,6 +280,7 @@ if [ "$START" = 0 ]; then
     step "installed, not started (--no-start)"
 elif running; then
     step "upgrading: supervisord is running; programs restart one at a time"
+    if systemd_up; then systemctl daemon-reload; fi  # the unit may have changed: used at its next start
     "${CTL[@]}" reread
     "${CTL[@]}" update
     for program in $("${SETUP[@]}" programs --conf "$CONF"); do
