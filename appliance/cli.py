@@ -33,6 +33,11 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "restore": ("appliance.store.restore", "check a backup and put it in place of the database"),
     "backtest": ("appliance.predict.backtest", "run the predictor over a recorded log; print states and alarms"),
     "evaluate": ("appliance.predict.evaluate", "score the predictor on simulator scenarios and the Volve logs"),
+    "program-alerts": ("appliance.ops.program_alerts",
+                       "supervisord event listener: a program's crash becomes an alert on the bus"),
+    "status": ("appliance.ops.status", "every program's state, data freshness, gaps, backups, disk, "
+                                       "certificate; exit 1 when unhealthy"),
+    "check": ("appliance.ops.status:check_main", "smoke test of a running appliance (the installer runs it)"),
     "source": ("appliance.sources.source", "run the rig data source the setting data_source names (simulator or wits0)"),
     "wits0": ("appliance.sources.wits0_ingest", "read WITS0 from the rig's recorder (TCP or serial) onto the bus"),
     "wits0-out": ("appliance.sources.wits0_out", "re-serve live and derived channels as WITS0 over TCP"),

@@ -48,6 +48,7 @@ BENCHMARKS: dict[str, str] = {
     "predictor": "tests.bench.predictor",
     "spool": "tests.bench.spool",
     "web-soak": "tests.bench.websoak",
+    "install": "tests.bench.install",
 }
 
 OPS = {">=": (lambda x, limit: x >= limit, "≥"), "<=": (lambda x, limit: x <= limit, "≤")}
