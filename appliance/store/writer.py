@@ -33,6 +33,7 @@ from appliance.store.schema import connect_writer
 # topic's numeric keys are stored as channels named TOPIC.KEY.
 CHANNEL_TOPICS = ("drilling", "derived")
 ALERT_TOPIC = "alert"
+AUDIT_TOPIC = "audit"
 CHANNEL_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.:/%-]{0,127}$")
 # SQLite allows 2,000 columns in a table; values of channels beyond this are dead-lettered
 MAX_CHANNELS = 1900
@@ -165,6 +166,7 @@ class Writer:
         groups: dict[tuple[str, tuple[str, ...]], list[tuple[Envelope, Frame]]] = defaultdict(list)
         events: list[tuple] = []
         alerts: list[tuple] = []
+        audits: list[tuple] = []
         streams: dict[tuple[str, str, str], list[int]] = {}
 
         self.db.execute("BEGIN IMMEDIATE")
@@ -187,6 +189,9 @@ class Writer:
                         alerts.append((frame.ts, env.src, env.seq, _text(data.get("id")),
                                        _text(data.get("kind")), _text(data.get("state")),
                                        _text(data.get("priority")), orjson.dumps(data).decode()))
+                    elif topic == AUDIT_TOPIC:
+                        audits.append((frame.ts, env.src, _text(data.get("event")), _text(data.get("user")),
+                                       _text(data.get("client")), orjson.dumps(data).decode()))
                     elif topic not in CHANNEL_TOPICS and not all(is_number(v) for v in data.values()):
                         events.append((frame.ts, topic, env.src, env.seq, orjson.dumps(data).decode()))
                     elif data:
@@ -231,6 +236,9 @@ class Writer:
             if alerts:
                 self.db.executemany("INSERT INTO alerts (ts, src, seq, alert_id, kind, state, priority, data) "
                                     "VALUES (?, ?, ?, ?, ?, ?, ?, ?)", alerts)
+            if audits:
+                self.db.executemany("INSERT INTO audit (ts, src, event, user, client, data) "
+                                    "VALUES (?, ?, ?, ?, ?, ?)", audits)
             if dead:
                 self.db.executemany("INSERT INTO dead_letters (received_ms, topic, src, seq, reason, size, payload) "
                                     "VALUES (?, ?, ?, ?, ?, ?, ?)", dead)

@@ -336,7 +336,18 @@ def system():
         "database": {"path": db_path, "bytes": sizes, **stats},
         "disk": {"free_bytes": disk.free, "total_bytes": disk.total} if disk else None,
         "last_backup": last_backup,
+        "tls": tls_status(c.tls_cert_file),
     })
+
+
+def tls_status(cert_file: str) -> dict[str, Any]:
+    """The dashboard certificate's names and expiry (with a warning 30 days ahead), or why not."""
+    from appliance.security import certs
+
+    try:
+        return certs.info(cert_file).as_dict()
+    except (OSError, ValueError) as e:
+        return {"path": cert_file, "error": f"cannot read the HTTPS certificate {cert_file}: {e}"}
 
 
 # -- performance KPIs -------------------------------------------------------------------
