@@ -144,12 +144,12 @@ def main(argv: Sequence[str]) -> int:
     options = argparse.ArgumentParser(add_help=False, parents=[common])
     options.add_argument("--owner", metavar="USER", help="give the users file to USER (as root; the web "
                          "program's user must read it). Default: keep the current owner")
-    add = sub.add_parser("add", parents=[options], help="add a user")
+    add = sub.add_parser("add", parents=[options], help="add a user", allow_abbrev=False)
     add.add_argument("name")
     add.add_argument("--role", choices=ROLES, required=True)
     add.add_argument("--password-file", metavar="FILE", help="read the password from FILE's first line "
                      "('-': standard input) instead of prompting")
-    passwd = sub.add_parser("passwd", parents=[options],
+    passwd = sub.add_parser("passwd", parents=[options], allow_abbrev=False,
                             help="set a user's password (and optionally role)")
     passwd.add_argument("name")
     passwd.add_argument("--role", choices=ROLES)

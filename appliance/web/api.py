@@ -22,6 +22,7 @@ from appliance.bus.envelope import MAX_TS
 from appliance.channels import BY_MNEMONIC
 from appliance.store import read
 from appliance.store.schema import connect_reader
+from appliance.web.auth import admin_only, current_user
 
 bp = Blueprint("api", __name__)
 
@@ -188,6 +189,7 @@ def alerts():
 
 @bp.post("/alerts/<alert_id>/ack")
 def acknowledge(alert_id: str):
+    """Any logged-in user, viewer included, may acknowledge: the driller at the console must."""
     current = read.alert_state(db(), alert_id)
     if current is None:
         return json({"error": f"no alert {alert_id!r}"}, 404)
@@ -195,9 +197,19 @@ def acknowledge(alert_id: str):
     if new_state is None:
         return json({"error": f"alert {alert_id!r} is {current.get('state')}: nothing to acknowledge"}, 409)
     event = {k: v for k, v in current.items() if k not in ("ts", "state", "src", "seq")}
-    event.update(state=new_state, action="ack", by=request.remote_user or request.remote_addr or "")
+    user = current_user()
+    event.update(state=new_state, action="ack", by=user.name if user else request.remote_addr or "")
     current_app.extensions["rigtel.bus"].publish("alert", event)
     return json({"id": alert_id, "state": new_state}, 202)
+
+
+@bp.get("/audit")
+@admin_only
+def audit_trail():
+    """Failed logins, lock-outs, changes and refused bus keys, newest first (admins only)."""
+    end = int_arg("to", now_ms())
+    return json(read.audit_events(db(), int_arg("from", end - 7 * 86_400_000), end, int_arg("limit", 500, 1, 10_000),
+                                  event=request.args.get("event") or None))
 
 
 # -- live stream ------------------------------------------------------------------------

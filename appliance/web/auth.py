@@ -5,7 +5,8 @@ Every request except the data-free `/healthz` needs a user from the users file
 (appliance.security.users) over HTTP basic auth (flask-httpauth), checked in one
 `before_request` hook, so a route cannot be forgotten: even a 404 or a static file asks
 for a login first. A route needs the `admin` role when its view is decorated with
-`admin_only` or its endpoint is listed in ADMIN_ENDPOINTS; everything else is open to
+`admin_only`, its endpoint is listed in ADMIN_ENDPOINTS or its method and path match
+ADMIN_ROUTES (thresholds, shelving, restore, audit, users); everything else is open to
 any logged-in user (`viewer` or `admin`). Acknowledging an alarm is deliberately a
 viewer's right: the driller at the console must be able to.
 
@@ -38,6 +39,7 @@ import hashlib
 import hmac
 import logging
 import os
+import re
 import secrets
 import threading
 import time
@@ -54,8 +56,16 @@ from appliance.security.files import too_open
 log = logging.getLogger("rigtel.web.auth")
 
 REALM = "rigtel"
-PUBLIC_ENDPOINTS = frozenset({"healthz", "logout"})  # logout checks credentials itself
-# Endpoints that need the admin role, by name, for routes whose views are not decorated.
+PUBLIC_ENDPOINTS = frozenset({"healthz"})  # data-free
+LOGOUT_ENDPOINT = "logout"  # its GET checks credentials itself
+# What needs the admin role, declared here so that a route cannot miss it: (methods, path
+# pattern) pairs matched against each request, endpoint names, and views marked admin_only.
+ADMIN_ROUTES: tuple[tuple[frozenset[str], re.Pattern], ...] = (
+    (frozenset({"PUT", "POST", "PATCH", "DELETE"}), re.compile(r"^/api/thresholds(/|$)")),  # alarm limits
+    (frozenset({"POST", "PUT", "DELETE"}), re.compile(r"^/api/alerts/[^/]+/(shelve|unshelve)$")),  # shelving
+    (frozenset({"POST", "PUT"}), re.compile(r"^/api/(restore|backups?)(/|$)")),  # database restore
+    (frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"}), re.compile(r"^/api/(audit|users)(/|$)")),
+)
 ADMIN_ENDPOINTS: set[str] = set()
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 LOGOUT_USER = "logged-out"
@@ -72,11 +82,18 @@ def admin_only(view: Callable) -> Callable:
     return view
 
 
-def required_role(endpoint: str | None, view: Callable | None) -> str | None:
-    """'admin' or None (any logged-in user) for this endpoint."""
+def required_role(endpoint: str | None, view: Callable | None, method: str = "", path: str = "") -> str | None:
+    """'admin' or None (any logged-in user) for a request."""
     if endpoint in ADMIN_ENDPOINTS or getattr(view, "rigtel_role", None) == "admin":
         return "admin"
+    if any(method in methods and rx.match(path) for methods, rx in ADMIN_ROUTES):
+        return "admin"
     return None
+
+
+def request_role() -> str | None:
+    return required_role(request.endpoint, current_app.view_functions.get(request.endpoint or ""),
+                         request.method, request.path)
 
 
 # -- users, read from the file as it changes ---------------------------------------------
@@ -322,7 +339,8 @@ def install(app: Flask) -> HTTPBasicAuth:
 
     @app.before_request
     def gate():
-        if request.endpoint in PUBLIC_ENDPOINTS:
+        if request.endpoint in PUBLIC_ENDPOINTS or (request.endpoint == LOGOUT_ENDPOINT
+                                                     and request.method in ("GET", "HEAD")):
             return None
         if request.method not in SAFE_METHODS:
             reason = cross_site_reason()
@@ -343,7 +361,7 @@ def install(app: Flask) -> HTTPBasicAuth:
                              {"Retry-After": str(int(wait) + 1)})
             return challenge()
         g.flask_httpauth_user = user
-        role = required_role(request.endpoint, app.view_functions.get(request.endpoint or ""))
+        role = request_role()
         if not basic.authorize(role, user, auth):
             audit("forbidden", user.name, request.remote_addr, method=request.method, path=request.path[:200])
             return error(403, f"{user.name} is a {user.role}: this needs the {role} role")
@@ -353,7 +371,7 @@ def install(app: Flask) -> HTTPBasicAuth:
     def audit_changes(response: Response) -> Response:
         user = g.get("flask_httpauth_user")
         if user is not None and request.method not in SAFE_METHODS:
-            role = required_role(request.endpoint, app.view_functions.get(request.endpoint or ""))
+            role = request_role()
             audit("admin_action" if role == "admin" else "change", user.name, request.remote_addr,
                   method=request.method, path=request.path[:200], status=response.status_code)
         return response
