@@ -59,7 +59,7 @@ def browser(stack):  # after the stack, so it closes before the programs stop
 
 @pytest.fixture
 def page(browser, stack):
-    context = browser.new_context(viewport={"width": 1600, "height": 1000}, accept_downloads=True)
+    context = stack.new_context(browser, viewport={"width": 1600, "height": 1000}, accept_downloads=True)
     pg = context.new_page()
     pg.set_default_timeout(20_000)
     pg.watched = watch(pg, stack.url)

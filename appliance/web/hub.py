@@ -27,6 +27,7 @@ from appliance.config import Config
 log = logging.getLogger("rigtel.web.hub")
 
 LIVE_TOPICS = ["drilling", "derived", "alert"]
+PROBE_TOPIC = "sys.web.probe"  # the web program's own probe: its bus link works both ways
 QUEUE_FRAMES = 2000  # per stream; beyond this the stream is skipped forward
 
 
@@ -66,7 +67,8 @@ class LiveHub(DataSubscriber):
     """Runs in its own thread (start_thread), shared by every request thread."""
 
     def __init__(self, cfg: Config, max_streams: int, **kwargs: Any) -> None:
-        super().__init__(topics=LIVE_TOPICS, settings=cfg, **kwargs)
+        super().__init__(topics=[*LIVE_TOPICS, PROBE_TOPIC], settings=cfg, **kwargs)
+        self.probe_seen = threading.Event()
         self.max_streams = max_streams
         self.lock = threading.Lock()
         self.streams: dict[int, Stream] = {}
@@ -111,6 +113,9 @@ class LiveHub(DataSubscriber):
     # -- the bus -------------------------------------------------------------------------
 
     def on_envelope(self, env: Envelope) -> None:
+        if env.topic == PROBE_TOPIC:
+            self.probe_seen.set()
+            return
         if env.topic not in LIVE_TOPICS:
             return  # ZeroMQ matches prefixes: `drilling_test` is not `drilling`
         with self.lock:

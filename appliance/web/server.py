@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import ssl
 import threading
+import time
 from typing import Sequence
 
 log = logging.getLogger("rigtel.web")
@@ -63,13 +64,15 @@ def main(argv: Sequence[str]) -> int:
         _close(servers)
         return 1
     hub.start_thread()
+    connect_bus(hub, bus, cfg.bus_heartbeat_s * 5 + 5)
     for server, name in ((inner, "web-server"), (redirect, "web-redirect")):
         if server is not None:
             threading.Thread(target=server.run, name=name, daemon=True).start()
     front.start()
     shown_host = f"[{cfg.web_host}]" if ":" in cfg.web_host else cfg.web_host
-    log.info("ready: dashboard on https://%s:%d/%s", shown_host, front.port,
-             f" (http://{shown_host}:{int(redirect.effective_port)}/ redirects)" if redirect else "")
+    log.info("ready: dashboard on https://%s:%d/ (%sapp on 127.0.0.1:%d, loopback only)", shown_host, front.port,
+             f"http://{shown_host}:{int(redirect.effective_port)}/ redirects; " if redirect else "",
+             int(inner.effective_port))
     heartbeat = Heartbeat(bus, "web", cfg.bus_heartbeat_s,
                           stats=lambda: {"streams": hub.stream_count(), "received": hub.stats["messages"],
                                          "tls": dict(front.stats)})
@@ -82,6 +85,21 @@ def main(argv: Sequence[str]) -> int:
     bus.close()
     log.info("stopped")
     return 0
+
+
+def connect_bus(hub, bus, timeout_s: float) -> bool:
+    """Publish probes until the hub receives one: from then on nothing this program publishes
+    (audit events above all) is lost to ZeroMQ's slow joiner. A missing broker only delays
+    the start, with a warning; the dashboard serves without the bus."""
+    from appliance.web.hub import PROBE_TOPIC
+
+    deadline = time.monotonic() + timeout_s
+    while not hub.probe_seen.wait(0.05):
+        if time.monotonic() > deadline:
+            log.warning("no answer from the bus broker within %.0f s: live data and audit events wait for it", timeout_s)
+            return False
+        bus.publish(PROBE_TOPIC, {})
+    return True
 
 
 def _close(servers: list) -> None:
