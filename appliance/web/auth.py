@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import collections
 import hashlib
+import html
 import hmac
 import logging
 import os
@@ -335,7 +336,14 @@ def install(app: Flask) -> HTTPBasicAuth:
         return ["admin", "viewer"] if user.role == "admin" else ["viewer"]
 
     def challenge(message: str = "log in to use the dashboard") -> Response:
-        return error(401, message, {"WWW-Authenticate": f'Basic realm="{REALM}", charset="UTF-8"'})
+        headers = {"WWW-Authenticate": f'Basic realm="{REALM}", charset="UTF-8"'}
+        if request.path.startswith("/api/"):
+            return error(401, message, headers)
+        # what a browser shows when its login box is cancelled
+        page = (f"<!doctype html><title>rigtel: log in</title><h1>rigtel</h1><p>{html.escape(message)}. "
+                "Reload the page to log in. Users are added on the appliance with "
+                "<code>rigtel user add</code>.</p>")
+        return Response(page, 401, mimetype="text/html", headers={"Cache-Control": "no-store", **headers})
 
     @app.before_request
     def gate():
