@@ -33,6 +33,11 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "user": ("appliance.security.users", "add, change, remove and list the dashboard's users (viewer, admin)"),
     "tls": ("appliance.security.certs", "make a self-signed certificate or install the site's, for HTTPS"),
     "keys": ("appliance.security.curve", "CurveZMQ key pairs: the broker's, remote publishers' and the allow-list"),
+    "source": ("appliance.sources.source", "run the rig data source the setting data_source names (simulator or wits0)"),
+    "wits0": ("appliance.sources.wits0_ingest", "read WITS0 from the rig's recorder (TCP or serial) onto the bus"),
+    "wits0-out": ("appliance.sources.wits0_out", "re-serve live and derived channels as WITS0 over TCP"),
+    "replay": ("appliance.sources.replay", "publish a recorded CSV, WITSML or LAS log on the bus as if live"),
+    "export": ("appliance.store.export", "export stored channels over a time range as CSV, LAS or WITSML"),
 }
 
 

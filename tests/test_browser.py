@@ -224,6 +224,15 @@ def test_history_loads_and_export_downloads_the_rows_stored(stack, page):
     assert [int(r[1]) for r in rows[1:]] == [ts for ts, _ in expected]
     assert [[float(v) if v else None for v in r[2:]] for r in rows[1:]] == [values for _, values in expected]
 
+    from appliance.sources.files import open_log  # the same rows as LAS, chosen in the page
+    page.select_option("#export-format", "las")
+    with page.expect_download() as download:
+        page.click("#export")
+    assert download.value.suggested_filename.endswith(".las")
+    back = list(open_log(download.value.path(), "las").rows())
+    assert back == [(ts, {n: v for n, v in zip(["DMEA", "HKLA"], values) if v is not None})
+                    for ts, values in expected]
+
 
 def test_system_view_shows_programs_storage_and_disk(stack, page):
     page.goto(stack.url + "/system")

@@ -95,6 +95,26 @@ def test_export_streams_csv_with_units(client):
     assert client.get("/api/export?channels=NOPE").status_code == 400
 
 
+@pytest.mark.parametrize("fmt, mimetype, suffix", [("las", "text/plain", ".las"), ("witsml", "application/xml", ".xml"),
+                                                    ("csv", "text/csv", ".csv")])
+def test_export_in_each_format_reads_back_as_stored(client, tmp_path, fmt, mimetype, suffix):
+    from appliance.sources.files import open_log
+
+    r = client.get(f"/api/export?channels=DMEA,HKLA&from={T0}&to={T0 + 3_600_000}&format={fmt}")
+    assert r.status_code == 200 and r.mimetype == mimetype
+    assert r.headers["Content-Disposition"].endswith(f'{suffix}"')
+    path = tmp_path / f"export{suffix}"
+    path.write_bytes(r.get_data())
+    rows = list(open_log(str(path)).rows())
+    assert len(rows) == 3600
+    assert rows[10] == (T0 + 10_000, {"DMEA": 5000.0 + 10 / 10, "HKLA": 200.0 + 10 % 7})
+
+
+def test_export_refuses_an_unknown_format(client):
+    r = client.get(f"/api/export?channels=DMEA&from={T0}&to={T0 + 1000}&format=xlsx")
+    assert r.status_code == 400 and "csv, las, witsml" in r.json["error"]
+
+
 def test_alerts_active_history_and_acknowledge(client):
     active = client.get("/api/alerts").json
     assert [a["id"] for a in active] == ["kick-1"] and active[0]["state"] == "active_unack"

@@ -6,8 +6,6 @@ what to change; an unknown channel is a 400 too, naming it.
 
 from __future__ import annotations
 
-import csv
-import io
 import os
 import shutil
 import sqlite3
@@ -20,6 +18,7 @@ from flask import Blueprint, Response, abort, current_app, g, jsonify, request
 
 from appliance.bus.envelope import MAX_TS
 from appliance.channels import BY_MNEMONIC
+from appliance.sources import writers
 from appliance.store import read
 from appliance.store.schema import connect_reader
 from appliance.web.auth import admin_only, current_user
@@ -133,37 +132,44 @@ def latest():
 
 @bp.get("/export")
 def export():
-    """A channel set over a range as CSV, streamed hour by hour in constant memory."""
+    """A channel set over a range as CSV, LAS 2.0 or WITSML 1.4.1.1 (`format`), streamed
+    hour by hour in constant memory."""
     names = channels_arg()
     end = int_arg("to", now_ms())
     start = int_arg("from", end - 3_600_000)
+    fmt = request.args.get("format", "csv").lower()
+    if fmt not in writers.FORMATS:
+        raise BadRequest(f"format must be one of {', '.join(writers.FORMATS)}, not {fmt!r}")
     if end <= start:
         raise BadRequest(f"the range is empty or inverted: from {start} to {end}")
     conn = db()
     read.series(conn, names, start, min(end, start + 1), max_points=1, resolution="raw")  # validates names
     path = cfg().database_path
+    stored = dict(conn.execute(f"SELECT name, unit FROM channels WHERE name IN ({', '.join('?' * len(names))})",
+                               names).fetchall())
+    columns = [(n, stored.get(n) or (BY_MNEMONIC[n].unit if n in BY_MNEMONIC else "")) for n in names]
+    rig = cfg().rig_id
 
     def generate() -> Iterator[str]:
         # its own connection: the request's is closed when the view returns
         with_conn = connect_reader(path)
         try:
-            buf = io.StringIO()
-            writer = csv.writer(buf)
-            units = {n: (BY_MNEMONIC[n].unit if n in BY_MNEMONIC else "") for n in names}
-            writer.writerow(["time_utc", "ts_ms", *[f"{n} [{units[n]}]" if units[n] else n for n in names]])
-            for ts, values in read.iter_rows(with_conn, names, start, end, EXPORT_CHUNK_MS):
-                writer.writerow([time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ts / 1000)) + f".{ts % 1000:03d}Z",
-                                 ts, *["" if v is None else repr(v) for v in values]])
-                if buf.tell() > 65536:
-                    yield buf.getvalue()
-                    buf.seek(0)
-                    buf.truncate()
-            yield buf.getvalue()
+            rows = read.iter_rows(with_conn, names, start, end, EXPORT_CHUNK_MS)
+            pieces: list[str] = []
+            size = 0
+            for piece in writers.log_text(fmt, columns, rows, start_ms=start, end_ms=end, well=rig):
+                pieces.append(piece)
+                size += len(piece)
+                if size > 65536:
+                    yield "".join(pieces)
+                    pieces.clear()
+                    size = 0
+            yield "".join(pieces)
         finally:
             with_conn.close()
 
-    filename = f"rigtel-{start}-{end}.csv"
-    return Response(generate(), mimetype="text/csv",
+    filename = f"rigtel-{rig}-{start}-{end}.{writers.EXTENSIONS[fmt]}"
+    return Response(generate(), mimetype=writers.MEDIA_TYPES[fmt],
                     headers={"Content-Disposition": f'attachment; filename="{filename}"'})
 
 

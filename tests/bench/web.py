@@ -4,6 +4,9 @@ Real programs on ephemeral loopback ports: one `rigtel broker` and two `rigtel w
 default `web_stream_hz=4`, and `web_stream_hz=50` so that coalescing does not dominate),
 both serving a database of 24 h x 20 channels at 1 Hz written by `Writer`.
 
+- Every web path is HTTPS with a login, as deployed: the TLS front in the web program,
+  basic auth of a viewer. A plain SSE client straight to waitress's loopback port behind the
+  front (the same app) gives what TLS adds.
 - latency: the benchmark publishes 20-channel `drilling` frames with `Publisher`, each
   stamped ts = wall-clock ms at publish; a headless Chromium page on /live of each web
   program opens its own EventSource on /api/stream and records Date.now() - ts for every
@@ -23,6 +26,7 @@ both serving a database of 24 h x 20 channels at 1 Hz written by `Writer`.
 from __future__ import annotations
 
 import http.client
+import ssl
 import json
 import random
 import socket
@@ -40,7 +44,7 @@ from appliance.channels import CATALOGUE
 from appliance.store import read
 from appliance.store.writer import Batch, Writer
 from tests.browser import CHROMIUM, CHROMIUM_ARGS, READY_WEB, missing_browser
-from tests.conftest import Collector, start_broker, start_program, wait_subscribed
+from tests.conftest import Collector, make_web_login, start_broker, start_program, wait_subscribed
 
 NAME = "web"
 DESCRIPTION = "publish -> browser latency, 20 live streams, history API times, web RSS"
@@ -132,10 +136,14 @@ class BusLatency(Collector):
 
 
 class SseReader:
-    """One plain live stream in a thread: frame counts and arrival times of `frames` events."""
+    """One plain live stream in a thread: frame counts and arrival times of `frames` events.
+    Over HTTPS through the TLS front, or with tls=False straight from waitress's loopback
+    port behind it (the same app, to measure what TLS adds)."""
 
-    def __init__(self, port: int, n: int) -> None:
+    def __init__(self, port: int, n: int, login=None, tls: bool = True) -> None:
         self.port = port
+        self.login = login
+        self.tls = tls
         self.times: list[float] = []  # time.monotonic() of each frames event
         self.lat_ms: list[float] = []  # wall clock at receipt - frame ts, per frame
         self.frames = 0
@@ -146,8 +154,9 @@ class SseReader:
 
     def read(self) -> None:
         try:
-            conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
-            conn.request("GET", "/api/stream", headers={"Accept": "text/event-stream"})
+            conn = connect(self.port, self.login, self.tls)
+            conn.request("GET", "/api/stream", headers={"Accept": "text/event-stream",
+                                                         "Authorization": self.login.header("viewer")})
             self.sock = conn.sock
             resp = conn.getresponse()
             self.status = resp.status
@@ -205,9 +214,16 @@ def publish_for(pub: Publisher, rate_hz: float, seconds: float, rng: random.Rand
     return n
 
 
-def get_ms(conn: http.client.HTTPConnection, path: str) -> tuple[float, dict]:
+def connect(port: int, login, tls: bool = True) -> http.client.HTTPConnection:
+    if not tls:
+        return http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    return http.client.HTTPSConnection("127.0.0.1", port, timeout=30,
+                                       context=ssl.create_default_context(cafile=str(login.cert_file)))
+
+
+def get_ms(conn: http.client.HTTPConnection, path: str, login) -> tuple[float, dict]:
     started = time.perf_counter()
-    conn.request("GET", path)
+    conn.request("GET", path, headers={"Authorization": login.header("viewer")})
     resp = conn.getresponse()
     body = resp.read()
     ms = (time.perf_counter() - started) * 1000
@@ -275,38 +291,43 @@ def run(opts) -> dict[str, Any]:
             f"{db.stat().st_size / MB:.0f} MB")
         programs = []
         readers: list[SseReader] = []
+        login = make_web_login(tmp)
         broker = start_broker(tmp)
         programs.append(broker.program)
         try:
             webs: dict[str, Any] = {}
             for hz in ("4", "50"):
                 extra = [] if hz == "4" else ["--set", f"web_stream_hz={hz}"]
-                web = start_program(["web", *broker.port_args(), "--set", f"database_path={db}",
+                web = start_program(["web", *broker.port_args(), *login.args(), "--set", f"database_path={db}",
                                      "--set", f"data_dir={tmp}", "--set", "web_port=0",
                                      "--set", f"supervisor_socket={tmp / 'supervisor.sock'}",
                                      *extra], tmp)
                 programs.append(web)
                 m = web.wait_for(READY_WEB)
-                webs[hz] = {"program": web, "port": int(m.group(1) or m.group(2))}
+                webs[hz] = {"program": web, "port": int(m.group(1)), "app_port": int(m.group(3))}
             with sync_playwright() as p, Publisher("bench", settings=broker.settings()) as pub, \
                     BusLatency(broker.settings()) as bus:
                 browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+                context = browser.new_context(ignore_https_errors=True, http_credentials=dict(
+                    zip(("username", "password"), login.auth("viewer"))))
                 try:
                     pages, quiet_pages = {}, {}
                     for hz, w in webs.items():
-                        page = browser.new_page()
+                        page = context.new_page()
                         page.set_default_timeout(20_000)
-                        page.goto(f"http://127.0.0.1:{w['port']}/live")
+                        page.goto(f"https://127.0.0.1:{w['port']}/live")
                         page.evaluate(OPEN_PROBE)
                         pages[hz] = page
-                        quiet = browser.new_page()  # a JSON document: no script of the dashboard's runs
-                        quiet.goto(f"http://127.0.0.1:{w['port']}/api/channels")
+                        quiet = context.new_page()  # a JSON document: no script of the dashboard's runs
+                        quiet.goto(f"https://127.0.0.1:{w['port']}/api/channels")
                         quiet.evaluate(OPEN_PROBE)
                         quiet_pages[hz] = quiet
                     for hz, w in webs.items():  # the web path without a browser
-                        w["plain"] = SseReader(w["port"], 99)
-                        readers.append(w["plain"])
+                        w["plain"] = SseReader(w["port"], 99, login)
+                        w["direct"] = SseReader(w["app_port"], 98, login, tls=False)
+                        readers += [w["plain"], w["direct"]]
                         w["plain"].thread.start()
+                        w["direct"].thread.start()
                     wait_subscribed(pub, bus)
                     # readiness: frames reach every page (the hubs' subscriptions have propagated)
                     deadline = time.monotonic() + 20
@@ -321,6 +342,7 @@ def run(opts) -> dict[str, Any]:
                         pg.evaluate(TAKE_LONG)
                     for w in webs.values():
                         w["plain"].take()
+                        w["direct"].take()
                     bus.take()
                     rss_start = {hz: rss_mb(w["program"].proc.pid) for hz, w in webs.items()}
 
@@ -338,10 +360,20 @@ def run(opts) -> dict[str, Any]:
                             + f"; bus p95 {percentile(base, .95):.1f} ms")
                         rows += latency_rows(f"{rate} Hz x 20 ch", plain, quiet, long, lat, base, raw, sent,
                                              "The live page's own stream is open too.")
+                        for hz, w in webs.items():  # what TLS adds: the same app, without the front
+                            direct = w["direct"].take()
+                            if plain[hz] and direct:
+                                rows.append({"metric": f"latency {rate} Hz x 20 ch, web {hz} Hz, p95, through TLS "
+                                                       f"vs plain HTTP to waitress", "unit": "ms",
+                                             "appliance": stats([percentile(plain[hz], 0.95)]),
+                                             "baseline": stats([percentile(direct, 0.95)]),
+                                             "note": f"two plain SSE clients here: one through the TLS front, one "
+                                                     f"straight to waitress's loopback port; p50 "
+                                                     f"{percentile(plain[hz], 0.5):.1f} vs {percentile(direct, 0.5):.1f} ms"})
 
                     say(f"  streams: {STREAMS} more readers on each web program, 10 Hz for {streams_s:.0f} s ...")
                     for hz, w in webs.items():
-                        w["readers"] = [SseReader(w["port"], i) for i in range(STREAMS)]
+                        w["readers"] = [SseReader(w["port"], i, login) for i in range(STREAMS)]
                         readers += w["readers"]
                     for w in webs.values():
                         for r in w["readers"]:
@@ -392,15 +424,15 @@ def run(opts) -> dict[str, Any]:
 
             say("  history: /api/series over HTTP vs read.series in this process ...")
             n = max(opts.runs, 5)
-            conn = http.client.HTTPConnection("127.0.0.1", webs["4"]["port"], timeout=30)
+            conn = connect(webs["4"]["port"], login)
             try:
                 for label, hours in (("1 h", 1), ("24 h", 24)):
                     start, end = T0 + (24 - hours) * 3_600_000, T0 + 86_400_000
                     path = f"/api/series?channels={','.join(NAMES)}&from={start}&to={end}"
-                    get_ms(conn, path)  # warm the page cache, like the reads after it
+                    get_ms(conn, path, login)  # warm the page cache, like the reads after it
                     http_ms, local_ms, body = [], [], {}
                     for _ in range(n):
-                        ms, body = get_ms(conn, path)
+                        ms, body = get_ms(conn, path, login)
                         http_ms.append(ms)
                         ro = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
                         t = time.perf_counter()

@@ -112,8 +112,10 @@
   function updateExport(names, r) {
     const a = $('export');
     if (!names.length || !r) { a.removeAttribute('href'); return; }
-    const q = new URLSearchParams({ channels: names.join(','), from: String(r.from), to: String(r.to) });
+    const q = new URLSearchParams({ channels: names.join(','), from: String(r.from), to: String(r.to),
+                                    format: $('export-format').value });
     a.href = '/api/export?' + q;
+    state.exportArgs = [names, r];
   }
 
   // -- loading ---------------------------------------------------------------------------
@@ -448,6 +450,9 @@
 
   document.addEventListener('DOMContentLoaded', function () {
     $('query').addEventListener('submit', function (e) { e.preventDefault(); load(); });
+    $('export-format').addEventListener('change', function () {
+      if (state.exportArgs) updateExport(state.exportArgs[0], state.exportArgs[1]);
+    });
     $('range-preset').addEventListener('change', function () { applyPreset().then(load); });
     for (const id of ['range-from', 'range-to']) {
       $(id).addEventListener('change', function () {

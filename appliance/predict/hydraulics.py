@@ -1,0 +1,135 @@
+"""Washout and pack-off / stuck pipe: the standpipe pressure for the flow, torque, pick-ups.
+
+The pressure the pumps need grows with the square of the flow and with the mud weight,
+so while the pumps run steadily c = SPP / (Q² · MW) stays put from minute to minute
+(drifting slowly as the hole deepens). Its norm is a slow average (an hour) that is not
+allowed to learn from a deviation, and its current value a fast one (15 s):
+
+- washout: c below its norm by `washout_drop_pct` % at steady flow — a hole in the string
+  or a lost nozzle lets the mud past with less pressure. Needs SPPA and flow in (MFIA or
+  strokes); MDIA is used when sent. Not judged while a kick or loss is suspected (both
+  lower the pressure too).
+- pack-off: cuttings packing around the string choke the annulus and grip the pipe. Signs:
+  c above its norm by `packoff_rise_pct` %; torque scatter (30 s) `packoff_torque_ratio`
+  times its norm while drilling; two or more pressure spikes in five minutes; an overpull
+  — hookload on a pick-up (bit moving up, string not turning) above the usual pick-up
+  weight by `overpull_klbf`. Pack-off when the pressure rise comes with erratic torque or
+  spikes, when erratic torque comes with spikes, or on an overpull.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from appliance.predict.alarms import Condition
+from appliance.predict.derive import Inputs
+from appliance.predict.params import PredictorParams
+from appliance.predict.signals import Ewma, TimeWindow
+
+FAST_TAU_S = 15.0
+NORM_TAU_S = 3600.0
+NORM_WARMUP_S = 600.0
+STEADY_S = 60.0
+TORQUE_WINDOW_S = 30.0
+TORQUE_NORM_TAU_S = 1800.0
+PICKUP_TAU_S = 120.0  # of pick-up time: a few connections' worth
+MIN_TORQUE_STD = 0.5  # kft.lbf
+SPIKES_WINDOW_S = 300.0
+
+
+class HydraulicsWatch:
+    def __init__(self, params: PredictorParams) -> None:
+        self.params = params
+        self.fast = Ewma(FAST_TAU_S)
+        self.norm = Ewma(NORM_TAU_S)
+        self.norm_s = 0.0
+        self.torque = TimeWindow(TORQUE_WINDOW_S)
+        self.torque_norm = Ewma(TORQUE_NORM_TAU_S)
+        self.pickup_norm = Ewma(PICKUP_TAU_S)
+        self.pickup_s = 0.0
+        self.packoff_signs = False
+
+    def update(self, inp: Inputs, v: dict[str, float], dt_s: float, flow: Any, guard: Any
+               ) -> tuple[dict[str, float], list[Condition]]:
+        p = self.params
+        spp, q = v.get("SPPA"), inp.flow_in_gpm
+        mw = v.get("MDIA", 10.0)
+        steady = (spp is not None and q is not None and inp.pumps_on and not flow.transient
+                  and flow.steady_s >= STEADY_S)
+        ratio = None
+        if steady:
+            c = spp / (q * q * max(mw, 1.0))
+            fast = self.fast.update(c, dt_s)
+            if self.norm.value is not None:
+                ratio = fast / self.norm.value
+            limit = min(p.washout_drop_pct, p.packoff_rise_pct) / 200.0
+            if ratio is None or abs(ratio - 1.0) < limit:  # a deviation is not learned
+                self.norm.update(fast, dt_s)
+                self.norm_s += dt_s
+        else:
+            self.fast.value = None  # start afresh after the next pump change settles
+        warm = self.norm_s >= NORM_WARMUP_S
+        change_pct = (ratio - 1.0) * 100.0 if ratio is not None and warm else None
+
+        # torque scatter while drilling with the string turning
+        tq = v.get("TQA")
+        erratic = None
+        tq_std = None
+        if tq is not None and inp.rotating and inp.on_bottom:
+            self.torque.add(inp.t_s, tq)
+            if self.torque.covered_s >= TORQUE_WINDOW_S * 0.8:
+                tq_std = self.torque.std()
+                norm = self.torque_norm.value
+                erratic = norm is not None and tq_std >= max(p.packoff_torque_ratio * norm, MIN_TORQUE_STD)
+                if not erratic:
+                    self.torque_norm.update(tq_std, dt_s)
+        else:
+            self.torque.clear()
+        spikes = guard.spike_count("SPPA", SPIKES_WINDOW_S)
+
+        # overpull on pick-ups: bit moving up, string not turning, out of the slips
+        hook = v.get("HKLA")
+        overpull = None
+        over_klbf = None
+        if hook is not None and inp.state == "tripping_out":
+            norm = self.pickup_norm.value
+            if norm is not None and self.pickup_s >= 20.0:
+                over_klbf = hook - norm
+                overpull = over_klbf >= p.overpull_klbf
+            if not overpull:
+                self.pickup_norm.update(hook, dt_s)
+                self.pickup_s += dt_s
+
+        rise = change_pct is not None and change_pct >= p.packoff_rise_pct
+        packoff = (rise and (bool(erratic) or spikes >= 2)) or (bool(erratic) and spikes >= 2) or bool(overpull)
+        self.packoff_signs = rise or bool(erratic) or bool(overpull)  # besides spikes: explains them
+        explained = "kick or loss suspected" if flow.hold else None
+        washout = change_pct is not None and -change_pct >= p.washout_drop_pct and steady
+        evidence = {
+            "spp_psi": spp, "flow_in_gpm": round(q, 1) if q is not None else None, "flow_in_from": inp.flow_in_from,
+            "mud_weight_ppg": mw if "MDIA" in v else None,
+            "spp_vs_norm_pct": round(change_pct, 2) if change_pct is not None else None,
+            "rig_state": inp.state,
+        }
+        relied = [x for x in ("SPPA", inp.flow_in_from, "MDIA" if "MDIA" in v else None) if x]
+        pack_evidence = {**evidence, "pressure_rise": rise, "torque_std": round(tq_std, 3) if tq_std is not None else None,
+                         "torque_norm_std": round(self.torque_norm.value, 3) if self.torque_norm.value is not None else None,
+                         "torque_erratic": erratic, "spp_spikes_5min": spikes,
+                         "hookload_klbf": hook, "overpull_klbf": round(over_klbf, 1) if over_klbf is not None else None,
+                         "relied_on": relied + [x for x in ("TQA", "HKLA") if x in v]}
+        signs = [s for s, on in (("pressure up for the flow", rise), ("erratic torque", erratic),
+                                 (f"{spikes} pressure spikes", spikes >= 2), ("overpull on pick-up", overpull)) if on]
+        wash_known = warm and steady
+        pack_known = (warm and steady) or erratic is not None or overpull is not None
+        slow: dict[str, float] = {}
+        if change_pct is not None:
+            slow["SPPDEV"] = round(change_pct, 2)
+        return slow, [
+            Condition("washout", "washout", washout if wash_known else None, "medium",
+                      f"Possible washout: standpipe pressure {change_pct:+.1f} % for the flow at steady pumping"
+                      if change_pct is not None else "Washout signs gone",
+                      {**evidence, "relied_on": relied}, suppressed=explained, on_delay_s=60.0, off_delay_s=300.0),
+            Condition("packoff", "packoff", packoff if pack_known else None, "high",
+                      "Pack-off / stuck pipe risk: " + (", ".join(signs) if signs else "signs gone"),
+                      pack_evidence, on_delay_s=10.0, off_delay_s=120.0),
+        ]

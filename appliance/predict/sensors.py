@@ -1,0 +1,189 @@
+"""Sensor checks on raw samples: out of range, spikes, flatlines and dropouts.
+
+`SensorGuard.clean(t_s, values)` returns the values the detectors may trust: a value
+outside the catalogue's plausible range is dropped; a sudden jump is held back one sample
+and dropped if the next sample comes back (a spike) — a jump that stays is a real step
+and passes one sample late; a channel frozen on one value for a few seconds after moving
+all along is left out while suspect. Detectors therefore see a missing channel rather
+than a wrong one, and use a substitute where they have one.
+
+`conditions(t_s)` reports the sensor-fault alarms. A channel that never arrived is never
+a fault; only one that was arriving and stopped (dropout), froze (flatline), jumps
+(spike) or reads the impossible (out of range).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import Container
+
+from appliance.channels import BY_MNEMONIC
+from appliance.predict.alarms import Condition
+from appliance.predict.params import PUMP_CHANNELS, PredictorParams
+
+# channels that legitimately hold still for hours: never called flatlined
+STATIC_CHANNELS = frozenset({"DBTM", "DMEA", "BPOS", "SPM3", "MDIA", "ROPA"})
+SPIKE_K = 12.0  # a jump this many times the channel's typical sample-to-sample change ...
+SPIKE_FLOOR_FRACTION = 0.002  # ... and at least this fraction of its plausible range
+WARMUP_SAMPLES = 10
+SUSPECT_SAMPLES = 5
+SUSPECT_S = 3.0
+MOVING = 0.5  # fraction of samples that changed, before a freeze, for a channel that moves
+RANGE_HOLD_S = 60.0
+
+
+class ChannelState:
+    __slots__ = ("first_s", "last_s", "seen", "last_raw", "run_start_s", "run_len", "change_rate",
+                 "moving_before", "accepted", "masd", "candidate", "spikes", "range_s", "range_value",
+                 "floor")
+
+    def __init__(self, t_s: float, floor: float) -> None:
+        self.first_s = self.last_s = t_s
+        self.seen = 0
+        self.last_raw: float | None = None
+        self.run_start_s = t_s
+        self.run_len = 0
+        self.change_rate = 0.0  # EWMA over samples of "changed since the previous sample"
+        self.moving_before = 0.0
+        self.accepted: float | None = None  # last value passed on
+        self.masd = 0.0  # mean absolute successive difference of accepted values
+        self.candidate: float | None = None  # a jump held back for one sample
+        self.spikes: deque[float] = deque()
+        self.range_s: float | None = None
+        self.range_value = 0.0
+        self.floor = floor
+
+
+class SensorGuard:
+    def __init__(self, params: PredictorParams) -> None:
+        self.params = params
+        self.channels: dict[str, ChannelState] = {}
+        self.t_s = 0.0
+
+    def clean(self, t_s: float, values: dict[str, float]) -> dict[str, float]:
+        self.t_s = t_s
+        out: dict[str, float] = {}
+        channels = self.channels
+        for name, x in values.items():
+            st = channels.get(name)
+            if st is None:
+                c = BY_MNEMONIC.get(name)
+                floor = SPIKE_FLOOR_FRACTION * (c.high - c.low) if c is not None else 0.0
+                st = channels[name] = ChannelState(t_s, floor)
+            if x != x or x in (float("inf"), float("-inf")):
+                continue
+            c = BY_MNEMONIC.get(name)
+            if c is not None and not (c.low <= x <= c.high):
+                st.range_s, st.range_value = t_s, x
+                continue
+            st.seen += 1
+            st.last_s = t_s
+            # flatline bookkeeping on the raw value
+            if x == st.last_raw:
+                st.run_len += 1
+            else:
+                st.moving_before = st.change_rate  # how lively it was before this run
+                st.run_start_s, st.run_len = t_s, 1
+            st.change_rate += ((x != st.last_raw) - st.change_rate) * 0.05
+            st.last_raw = x
+            if (st.run_len >= SUSPECT_SAMPLES and t_s - st.run_start_s >= SUSPECT_S
+                    and st.moving_before > MOVING and x != 0.0 and name not in STATIC_CHANNELS):
+                continue  # suspect: frozen after moving
+            # spikes
+            prev = st.accepted
+            if prev is None or st.seen <= WARMUP_SAMPLES:
+                if prev is not None:
+                    st.masd += (abs(x - prev) - st.masd) * 0.2
+                st.accepted = x
+                out[name] = x
+                continue
+            limit = max(SPIKE_K * st.masd, st.floor)
+            cand = st.candidate
+            if cand is not None:
+                st.candidate = None
+                if abs(x - prev) <= limit:  # came back: the held sample was a spike
+                    st.spikes.append(t_s)
+                else:  # it stayed: a step; pass it on
+                    prev = cand
+            elif abs(x - prev) > limit:
+                st.candidate = x
+                continue
+            d = abs(x - prev)
+            st.masd += (min(d, max(3.0 * st.masd, st.floor)) - st.masd) * 0.05
+            st.accepted = x
+            out[name] = x
+        return out
+
+    def spike_count(self, name: str, window_s: float) -> int:
+        st = self.channels.get(name)
+        if st is None:
+            return 0
+        cut = self.t_s - window_s
+        return sum(1 for s in st.spikes if s >= cut)
+
+    def conditions(self, t_s: float, pumps_on: bool | None, excused: frozenset[str] = frozenset(),
+                   known: Container[str] | None = None) -> list[Condition]:
+        """Sensor-fault conditions now. `excused`: channels whose odd behaviour another
+        alarm explains (pressure surges of a pack-off are not a broken gauge). `known`:
+        alarm ids that have a record; an inactive condition of any other id is left out
+        (it would change nothing), which keeps this cheap with many channels."""
+        p = self.params
+        out: list[Condition] = []
+        every = known is None
+        pumps_off = "pumps off" if pumps_on is False else None
+        for name, st in list(self.channels.items()):
+            unit = BY_MNEMONIC[name].unit if name in BY_MNEMONIC else ""
+            pump_channel = name in PUMP_CHANNELS
+            # dropout
+            silent_s = t_s - st.last_s
+            if st.seen >= 10 and silent_s >= p.dropout_forget_s:
+                out.append(Condition(f"sensor.dropout.{name}", "sensor_fault", False, "low", "", {
+                    "cleared": f"no data for {silent_s / 3600:.1f} h: no longer expected"}, name))
+                del self.channels[name]
+                continue
+            dropped = st.seen >= 10 and silent_s >= p.dropout_s
+            if dropped or every or f"sensor.dropout.{name}" in known:
+                out.append(Condition(
+                f"sensor.dropout.{name}", "sensor_fault", dropped, "low",
+                f"{name}: no data for {silent_s:.0f} s while other channels arrive",
+                {"fault": "dropout", "channel": name, "silent_s": round(silent_s, 1),
+                 "last_seen_ms": round(st.last_s * 1000)}, name, on_delay_s=0.0, off_delay_s=5.0))
+            # flatline
+            frozen_s = t_s - st.run_start_s if st.last_raw is not None else 0.0
+            flat = (not dropped and st.run_len >= SUSPECT_SAMPLES and frozen_s >= p.flatline_s
+                    and st.moving_before > MOVING and st.last_raw != 0.0 and name not in STATIC_CHANNELS)
+            if flat or every or f"sensor.flatline.{name}" in known:
+                out.append(Condition(
+                f"sensor.flatline.{name}", "sensor_fault", flat, "low",
+                f"{name}: stuck at {st.last_raw:g} {unit} for {frozen_s:.0f} s after moving before",
+                {"fault": "flatline", "channel": name, "value": st.last_raw, "frozen_s": round(frozen_s, 1),
+                 "samples": st.run_len}, name,
+                suppressed=pumps_off if pump_channel else None, on_delay_s=0.0, off_delay_s=10.0))
+            # spikes
+            cut = t_s - p.spike_window_s
+            while st.spikes and st.spikes[0] < cut:
+                st.spikes.popleft()
+            n = len(st.spikes)
+            if n >= p.spike_count or every or f"sensor.spike.{name}" in known:
+                out.append(Condition(
+                f"sensor.spike.{name}", "sensor_fault", n >= p.spike_count, "low",
+                f"{name}: {n} single-sample spikes in {p.spike_window_s / 60:g} min",
+                {"fault": "spike", "channel": name, "spikes": n, "window_s": p.spike_window_s},
+                name, suppressed="explained by another alarm" if name in excused else None,
+                on_delay_s=0.0, off_delay_s=60.0))
+            # out of range
+            bad = st.range_s is not None and t_s - st.range_s <= RANGE_HOLD_S
+            c = BY_MNEMONIC.get(name)
+            if bad or every or f"sensor.range.{name}" in known:
+                out.append(Condition(
+                f"sensor.range.{name}", "sensor_fault", bad, "low",
+                f"{name}: read {st.range_value:g} {unit}, outside {c.low:g}..{c.high:g}" if c else "",
+                {"fault": "out_of_range", "channel": name, "value": st.range_value}, name,
+                on_delay_s=0.0, off_delay_s=0.0))
+        return out
+
+    def suspect(self, name: str) -> bool:
+        st = self.channels.get(name)
+        return st is not None and st.last_raw is not None and st.run_len >= SUSPECT_SAMPLES \
+            and self.t_s - st.run_start_s >= SUSPECT_S and st.moving_before > MOVING \
+            and st.last_raw != 0.0 and name not in STATIC_CHANNELS
