@@ -190,7 +190,14 @@ class TLSFront:
             with self.lock:
                 self.stats["accepted"] += 1
                 self.stats["open"] += 1
-            threading.Thread(target=self._serve, args=(raw, addr), name="tls-conn", daemon=True).start()
+            try:
+                threading.Thread(target=self._serve, args=(raw, addr), name="tls-conn", daemon=True).start()
+            except RuntimeError as e:  # no thread to be had: refuse this one, keep serving
+                log.error("cannot serve a connection from %s: %s", addr[0], e)
+                raw.close()
+                with self.lock:
+                    self.stats["open"] -= 1
+                self.slots.release()
 
     def _serve(self, raw: socket.socket, addr: tuple) -> None:
         tls = upstream = None
@@ -202,7 +209,12 @@ class TLSFront:
             except (OSError, ssl.SSLError) as e:
                 with self.lock:
                     self.stats["handshake_failed"] += 1
-                log.info("TLS handshake with %s failed: %s", addr[0], getattr(e, "reason", None) or e)
+                    failed = self.stats["handshake_failed"]
+                # the first, then every 100th: a scanner or a plain-HTTP client must not flood the log
+                if failed == 1 or failed % 100 == 0:
+                    log.info("TLS handshake with %s failed: %s (%d failed handshakes so far; an old client, "
+                             "plain HTTP to the HTTPS port, or a scanner)", addr[0],
+                             getattr(e, "reason", None) or e, failed)
                 raw.close()
                 return
             tls.settimeout(IDLE_TIMEOUT_S)
