@@ -233,3 +233,49 @@ def test_tls_key_is_private(tmp_path):
     assert {"rig-7.local", "10.20.30.40", "localhost", "127.0.0.1"} <= set(shown.names)
     assert shown.subject.endswith("CN=rig-7.local") and 824 < shown.days_left <= 825 and not shown.expiring
     assert REPO.exists()
+
+
+def test_client_address_comes_from_the_front_and_a_trusted_proxy_only():
+    from appliance.web.front import ClientAddress, PeerMap
+
+    seen = {}
+
+    def app(environ, start_response):
+        seen["addr"] = environ["REMOTE_ADDR"]
+        return []
+
+    peers = PeerMap()
+    peers.add(40001, ("10.0.0.5", 51515))
+    peers.add(40002, ("10.0.0.1", 40000))  # the site's reverse proxy
+    plain, proxied = ClientAddress(app, peers), ClientAddress(app, peers, trusted_proxy="10.0.0.1")
+    env = lambda port, **h: {"REMOTE_ADDR": "127.0.0.1", "REMOTE_PORT": str(port), **h}  # noqa: E731
+    plain(env(40001), None)
+    assert seen["addr"] == "10.0.0.5"
+    plain(env(40002, HTTP_X_FORWARDED_FOR="192.0.2.9"), None)
+    assert seen["addr"] == "10.0.0.1"  # no proxy configured: the header is not believed
+    proxied(env(40002, HTTP_X_FORWARDED_FOR="6.6.6.6, 192.0.2.9"), None)
+    assert seen["addr"] == "192.0.2.9"  # the address the proxy itself appended
+    proxied(env(40001, HTTP_X_FORWARDED_FOR="192.0.2.9"), None)
+    assert seen["addr"] == "10.0.0.5"  # from anyone else, ignored
+    proxied(env(40002, HTTP_X_FORWARDED_FOR="not-an-address"), None)
+    assert seen["addr"] == "10.0.0.1"
+    plain({"REMOTE_ADDR": "10.9.9.9", "REMOTE_PORT": "40001"}, None)
+    assert seen["addr"] == "10.9.9.9"  # only connections from loopback are the front's
+
+
+def test_the_redirect_keeps_path_and_query_and_refuses_a_bad_host():
+    from appliance.web.front import redirect_app
+
+    app = redirect_app(8443)
+    out = {}
+
+    def start_response(status, headers):
+        out["status"], out["headers"] = status, dict(headers)
+
+    app({"HTTP_HOST": "rig7.local:8080", "PATH_INFO": "/api/series", "QUERY_STRING": "a=1&b=%20",
+         "REQUEST_METHOD": "GET"}, start_response)
+    assert out["status"].startswith("301") and out["headers"]["Location"] == "https://rig7.local:8443/api/series?a=1&b=%20"
+    app({"HTTP_HOST": "[::1]:8080", "PATH_INFO": "/", "REQUEST_METHOD": "POST"}, start_response)
+    assert out["status"].startswith("308") and out["headers"]["Location"] == "https://[::1]:8443/"
+    app({"HTTP_HOST": "evil.example\r\nSet-Cookie: x", "PATH_INFO": "/", "REQUEST_METHOD": "GET"}, start_response)
+    assert out["status"].startswith("400")

@@ -272,7 +272,7 @@ def redirect_app(https_port: int) -> Callable:
     def app(environ: dict[str, Any], start_response: Callable) -> list[bytes]:
         host = environ.get("HTTP_HOST") or environ.get("SERVER_NAME", "")
         try:
-            name = urlsplit("//" + host).hostname or ""
+            name = (urlsplit("//" + host).hostname or "") if set(host.lower()) <= _HOST_CHARS | set(":[]") else ""
         except ValueError:
             name = ""
         try:

@@ -63,6 +63,7 @@ def main(argv: Sequence[str]) -> int:
                   cfg.web_port, cfg.web_http_port, e, cfg.web_port, cfg.web_http_port)
         _close(servers)
         return 1
+    warn_if_expiring(cfg.tls_cert_file)
     hub.start_thread()
     connect_bus(hub, bus, cfg.bus_heartbeat_s * 5 + 5)
     for server, name in ((inner, "web-server"), (redirect, "web-redirect")):
@@ -85,6 +86,18 @@ def main(argv: Sequence[str]) -> int:
     bus.close()
     log.info("stopped")
     return 0
+
+
+def warn_if_expiring(cert_file: str) -> None:
+    from appliance.security import certs
+
+    try:
+        shown = certs.info(cert_file)
+    except (OSError, ValueError) as e:
+        log.warning("cannot read the TLS certificate %s to check its expiry: %s", cert_file, e)
+        return
+    if shown.expiring:
+        log.warning("%s", shown.as_dict()["warning"])
 
 
 def connect_bus(hub, bus, timeout_s: float) -> bool:
