@@ -10,6 +10,7 @@ through TLS within the dashboard's latency target (p95 <= 100 ms)."""
 from __future__ import annotations
 
 import base64
+from contextlib import closing
 import http.client
 import json
 import socket
@@ -120,28 +121,26 @@ def test_plain_http_only_redirects_and_is_not_spoken_on_the_https_port(web):
 
 
 def test_failed_logins_from_a_client_are_throttled_and_audited_with_its_real_address(web):
-    conn = web.https(source="127.0.0.2")
-    bad = {"Authorization": "Basic " + base64.b64encode(b"admin:guessing-wrong").decode()}
-    statuses = [get(conn, "/api/me", bad)[0].status for _ in range(5)]
-    assert statuses == [401, 401, 401, 429, 429]  # web_login_max_failures = 4
-    r, _ = get(conn, "/api/me", {"Authorization": web.login.header("admin")})
-    assert r.status == 429 and int(r.getheader("Retry-After")) > 200
-    conn.close()
-    other = web.https(source="127.0.0.3")
-    r, body = get(other, "/api/me", {"Authorization": web.login.header("viewer")})
-    assert r.status == 200 and json.loads(body) == {"user": "viewer", "role": "viewer"}
-    # the saver stores the audit events; the admin reads them back through the API
-    deadline = time.monotonic() + 20
-    while True:
-        r, body = get(other, "/api/audit?event=login_failed", {"Authorization": web.login.header("admin")})
-        assert r.status == 200, body
-        events = json.loads(body)
-        if len(events) >= 4 or time.monotonic() > deadline:
-            break
-        time.sleep(0.2)
-    other.close()
+    with closing(web.https(source="127.0.0.2")) as conn:
+        statuses = [get(conn, "/api/me", {"Authorization": "Basic " + base64.b64encode(
+            f"admin:guessing-wrong-{i}".encode()).decode()})[0].status for i in range(5)]
+        assert statuses == [401, 401, 401, 429, 429]  # web_login_max_failures = 4
+        r, _ = get(conn, "/api/me", {"Authorization": web.login.header("admin")})
+        assert r.status == 429 and int(r.getheader("Retry-After")) > 200
+    with closing(web.https(source="127.0.0.3")) as other:
+        r, body = get(other, "/api/me", {"Authorization": web.login.header("viewer")})
+        assert r.status == 200 and json.loads(body) == {"user": "viewer", "role": "viewer"}
+        # the saver stores the audit events; the admin reads them back through the API
+        deadline = time.monotonic() + 20
+        while True:
+            r, body = get(other, "/api/audit?event=login_failed", {"Authorization": web.login.header("admin")})
+            assert r.status == 200, body
+            events = json.loads(body)
+            if len(events) >= 4 or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
     assert [e["client"] for e in events] == ["127.0.0.2"] * 4
-    with sqlite3.connect(f"file:{web.db}?mode=ro", uri=True) as db:
+    with closing(sqlite3.connect(f"file:{web.db}?mode=ro", uri=True)) as db:
         rows = db.execute("SELECT event, user, client, data FROM audit ORDER BY id").fetchall()
     assert ("login_locked", "admin", "127.0.0.2") in {r[:3] for r in rows}
     assert not any("guessing-wrong" in r[3] for r in rows)  # never a password

@@ -18,7 +18,8 @@ it at once).
 
 Failed logins are counted per client address (the real one, carried through the TLS
 front): after `web_login_max_failures` within `web_login_window_s` the client gets 429
-with Retry-After, for a lock-out that doubles with each repeat. Every failed login, every
+with Retry-After, for a lock-out that doubles with each repeat. The same wrong credentials
+sent again (a browser still holding a changed password) are refused without counting. Every failed login, every
 lock-out, every refused cross-site request and every change (any unsafe method) is written
 to the log and published on the bus topic `audit`, which the saver stores in the `audit`
 table. Passwords are never written anywhere.
@@ -197,13 +198,18 @@ class VerifiedCache:
 
 @dataclass
 class _Client:
-    failures: collections.deque = field(default_factory=collections.deque)
+    failures: collections.deque = field(default_factory=collections.deque)  # (time, what failed)
     locked_until: float = 0.0
     lockouts: int = 0
 
 
 class LoginThrottle:
-    """Failed logins per client address; a client over the limit is locked out for a while."""
+    """Failed logins per client address; a client over the limit is locked out for a while.
+
+    Only different wrong credentials count: a guesser tries new passwords, while a browser
+    still holding an old password (changed meanwhile) repeats the same one with every poll
+    and stream reconnect, and must not lock out its address (often shared by a whole crew
+    behind one router). A repeat is refused at once, without the slow hash."""
 
     def __init__(self, max_failures: int, window_s: float) -> None:
         self.max_failures = max_failures
@@ -217,15 +223,23 @@ class LoginThrottle:
             c = self.clients.get(client)
             return max(0.0, c.locked_until - time.monotonic()) if c else 0.0
 
-    def failed(self, client: str) -> float:
-        """Count a failure; returns the lock-out it started, in seconds, or 0."""
+    def repeated(self, client: str, what: bytes) -> bool:
+        """True when these same credentials already failed from this client in the window."""
+        now = time.monotonic()
+        with self.lock:
+            c = self.clients.get(client)
+            return c is not None and any(w == what and t >= now - self.window_s for t, w in c.failures)
+
+    def failed(self, client: str, what: bytes = b"") -> float:
+        """Count a failure of `what` (a keyed hash of the credentials); returns the lock-out it
+        started, in seconds, or 0."""
         now = time.monotonic()
         with self.lock:
             if client not in self.clients and len(self.clients) >= THROTTLE_MAX_CLIENTS:
                 self._prune(now)
             c = self.clients.setdefault(client, _Client())
-            c.failures.append(now)
-            while c.failures and c.failures[0] < now - self.window_s:
+            c.failures.append((now, what))
+            while c.failures and c.failures[0][0] < now - self.window_s:
                 c.failures.popleft()
             if len(c.failures) < self.max_failures:
                 return 0.0
@@ -243,7 +257,7 @@ class LoginThrottle:
 
     def _prune(self, now: float) -> None:
         for key in [k for k, c in self.clients.items()
-                    if c.locked_until < now and (not c.failures or c.failures[-1] < now - self.window_s)]:
+                    if c.locked_until < now and (not c.failures or c.failures[-1][0] < now - self.window_s)]:
             del self.clients[key]
         while len(self.clients) >= THROTTLE_MAX_CLIENTS:  # still full: forget the oldest
             self.clients.pop(next(iter(self.clients)))
@@ -317,6 +331,10 @@ def install(app: Flask) -> HTTPBasicAuth:
             return None  # no credentials, or a logged-out browser: ask, do not count
         user = directory.get(name)
         token = cache.token(name, password)
+        client = request.remote_addr or ""
+        failure = token + (user.hash.encode() if user else b"")  # a new stored password is a new try
+        if throttle.repeated(client, failure):
+            return None  # the same wrong credentials again (a stale browser): refused, not counted
         if user is not None and (cache.hit(token, user.hash) or user.check(password)):
             cache.put(token, user.hash)
             throttle.succeeded(request.remote_addr or "")
@@ -324,8 +342,7 @@ def install(app: Flask) -> HTTPBasicAuth:
             return user
         if user is None:
             users_mod.check_password_hash(decoy_hash, password)
-        client = request.remote_addr or ""
-        lock_s = throttle.failed(client)
+        lock_s = throttle.failed(client, failure)
         audit("login_failed", name[:64], client, path=request.path[:200])
         if lock_s:
             audit("login_locked", name[:64], client, seconds=round(lock_s))
