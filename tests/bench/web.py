@@ -299,7 +299,8 @@ def run(opts) -> dict[str, Any]:
             for hz in ("4", "50"):
                 extra = [] if hz == "4" else ["--set", f"web_stream_hz={hz}"]
                 web = start_program(["web", *broker.port_args(), *login.args(), "--set", f"database_path={db}",
-                                     "--set", f"data_dir={tmp}", "--set", "web_port=0",
+                                     "--set", f"data_dir={tmp}", "--set", "web_port=0", "--set", "web_http_port=-1",
+                                     "--set", "web_max_streams=25",  # one more: the no-TLS reader
                                      "--set", f"supervisor_socket={tmp / 'supervisor.sock'}",
                                      *extra], tmp)
                 programs.append(web)
@@ -371,6 +372,8 @@ def run(opts) -> dict[str, Any]:
                                                      f"straight to waitress's loopback port; p50 "
                                                      f"{percentile(plain[hz], 0.5):.1f} vs {percentile(direct, 0.5):.1f} ms"})
 
+                    for w in webs.values():  # its stream slot goes to the readers below
+                        w["direct"].close()
                     say(f"  streams: {STREAMS} more readers on each web program, 10 Hz for {streams_s:.0f} s ...")
                     for hz, w in webs.items():
                         w["readers"] = [SseReader(w["port"], i, login) for i in range(STREAMS)]
