@@ -55,7 +55,25 @@ CATALOGUE: tuple[Channel, ...] = (
 )
 # fmt: on
 
-BY_MNEMONIC: dict[str, Channel] = {c.mnemonic: c for c in CATALOGUE}
+# Channels outside WITS0 record 01: a downhole measurement some rigs send, and what the
+# predictor derives (topic `derived`; RIGSTATE codes are appliance.predict.states.RIG_STATES).
+# fmt: off
+EXTRA: tuple[Channel, ...] = (
+    Channel("APWD",     "Annular pressure while drilling (downhole)", "psi", None, 0.0, 40000.0),
+)
+DERIVED: tuple[Channel, ...] = (
+    Channel("RIGSTATE", "Rig state (code, see docs/PREDICTOR.md)", "code",  None,        0.0,      20.0),
+    Channel("ONBOTTOM", "Bit on bottom (1) or off (0)",            "flag",  None,        0.0,       1.0),
+    Channel("ROPC",     "Rate of penetration from hole depth",     "ft/h",  None,        0.0,    2000.0),
+    Channel("MSE",      "Mechanical specific energy (Teale)",      "psi",   None,        0.0, 1000000.0),
+    Channel("ECD",      "Equivalent circulating density",          "ppg",   None,        0.0,      30.0),
+    Channel("FLOWDIFF", "Flow out minus flow in",                  "gpm",   None,    -5000.0,    5000.0),
+    Channel("PITDEV",   "Pit gain (+) / loss (-) against baseline", "bbl",  None,   -10000.0,   10000.0),
+    Channel("SPPDEV",   "Standpipe pressure for the flow vs its norm", "%", None,     -100.0,    1000.0),
+)
+# fmt: on
+
+BY_MNEMONIC: dict[str, Channel] = {c.mnemonic: c for c in CATALOGUE + EXTRA + DERIVED}
 BY_WITS: dict[str, Channel] = {c.wits: c for c in CATALOGUE if c.wits}
 
 

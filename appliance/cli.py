@@ -23,6 +23,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "simulate": ("appliance.sources.simulator", "run the rig simulator, publishing on 'drilling'"),
     "saver": ("appliance.store.saver", "store everything on the bus in the SQLite database"),
     "web": ("appliance.web.server", "serve the dashboard and its JSON API"),
+    "predictor": ("appliance.predict.service", "rig state, derived channels and kick/loss/washout/pack-off alarms"),
     "logger": ("appliance.ops.logger", "log a summary of the bus traffic, every alert and every gap"),
     "config": ("appliance.ops.show_config", "print the effective settings and where each came from"),
     "dev": ("appliance.ops.dev", "set up a development prefix under var/dev and run supervisord"),
@@ -33,11 +34,19 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "user": ("appliance.security.users", "add, change, remove and list the dashboard's users (viewer, admin)"),
     "tls": ("appliance.security.certs", "make a self-signed certificate or install the site's, for HTTPS"),
     "keys": ("appliance.security.curve", "CurveZMQ key pairs: the broker's, remote publishers' and the allow-list"),
+    "backtest": ("appliance.predict.backtest", "run the predictor over a recorded log; print states and alarms"),
+    "evaluate": ("appliance.predict.evaluate", "score the predictor on simulator scenarios and the Volve logs"),
+    "program-alerts": ("appliance.ops.program_alerts",
+                       "supervisord event listener: a program's crash becomes an alert on the bus"),
+    "status": ("appliance.ops.status", "every program's state, data freshness, gaps, backups, disk, "
+                                       "certificate; exit 1 when unhealthy"),
+    "check": ("appliance.ops.status:check_main", "smoke test of a running appliance (the installer runs it)"),
     "source": ("appliance.sources.source", "run the rig data source the setting data_source names (simulator or wits0)"),
     "wits0": ("appliance.sources.wits0_ingest", "read WITS0 from the rig's recorder (TCP or serial) onto the bus"),
     "wits0-out": ("appliance.sources.wits0_out", "re-serve live and derived channels as WITS0 over TCP"),
     "replay": ("appliance.sources.replay", "publish a recorded CSV, WITSML or LAS log on the bus as if live"),
     "export": ("appliance.store.export", "export stored channels over a time range as CSV, LAS or WITSML"),
+    "fuzz-bus": ("appliance.ops.fuzz", "send malformed messages at the broker (for testing a site or build)"),
 }
 
 

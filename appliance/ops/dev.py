@@ -141,7 +141,7 @@ Drilling telemetry appliance, development prefix {layout.root}
   dashboard: https://{cfg.web_host}:{cfg.web_port}/   (self-signed certificate: the browser warns once;
              http://{cfg.web_host}:{cfg.web_http_port}/ redirects there)
   login:     {user} / {password}   (kept in {layout.etc_dir / DEV_PASSWORD_FILE}; more users: rigtel user add)
-  programs:  broker, saver, web, simulator, logger, maintenance (supervisord, restarted when they exit)
+  programs:  broker, saver, predictor, web, source (simulator), logger, maintenance, wits0-out (supervisord, restarted when they exit)
   database:  {cfg.database_path}
   status:    make status     (or: {supervisorctl} status)
   logs:      {layout.log_dir}/<program>.log   e.g. tail -f {layout.log_dir}/logger.log

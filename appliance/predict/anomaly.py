@@ -7,7 +7,7 @@ MAD-based scale (recomputed every RECOMPUTE_S). A value further from the median 
 `anomaly_warmup_s` of data. The median resists the very outliers it looks for, and the
 smallest change keeps a quiet channel's tiny scale from turning noise into alarms.
 Pump channels are not judged while the pumps are off or changing; gas and mud density out
-are excused while a kick is raised (they are its consequences).
+are excused while a kick is raised and for a window after (they are its consequences).
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ class AnomalyWatch:
         self.seen_s: dict[str, float] = {}
         self.next_s = 0.0
         self.since: dict[str, float] = {}
+        self.kick_seen_s = -1e18
 
     def update(self, t_s: float, inp: Inputs, v: dict[str, float], pumps_quiet: str | None,
                book: AlarmBook) -> list[Condition]:
@@ -40,7 +41,10 @@ class AnomalyWatch:
         if recompute:
             self.next_s = t_s + RECOMPUTE_S
         kick = book.records.get("kick")
-        kick_raised = kick is not None and kick.active
+        if kick is not None and kick.active:
+            self.kick_seen_s = t_s
+        # gas and mud out stay odd until the influx is circulated out: excused for a window after
+        kick_raised = t_s - self.kick_seen_s <= p.anomaly_window_s
         for ch, w in self.windows.items():
             x = v.get(ch)
             if x is None:

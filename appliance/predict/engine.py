@@ -27,6 +27,7 @@ from appliance.predict.anomaly import AnomalyWatch
 from appliance.predict.derive import Inputs, Mechanics
 from appliance.predict.dysfunction import DysfunctionWatch
 from appliance.predict.flow import FlowWatch
+from appliance.predict.models import MODEL_CHANNELS, Models
 from appliance.predict.params import PredictorParams
 from appliance.predict.sensors import SensorGuard
 from appliance.predict.thresholds import Limits, ThresholdWatch, parse_limits
@@ -37,7 +38,7 @@ MAX_DT_S = 10.0  # longer gaps in the data are stepped over, not integrated acro
 THRESHOLD_TOPIC = "control.thresholds"
 
 # derived channels the engine may publish, with unit and description (see the catalogue)
-DERIVED = ("RIGSTATE", "ONBOTTOM", "ROPC", "MSE", "ECD", "FLOWDIFF", "PITDEV", "SPPDEV")
+DERIVED = ("RIGSTATE", "ONBOTTOM", "ROPC", "MSE", "ECD", "FLOWDIFF", "PITDEV", "SPPDEV", *MODEL_CHANNELS)
 
 
 class StepResult(NamedTuple):
@@ -56,6 +57,7 @@ class Predictor:
         self.dysfunction = DysfunctionWatch(p)
         self.anomaly = AnomalyWatch(p)
         self.limits = ThresholdWatch()
+        self.models = Models(target_depth_ft=p.target_depth_ft)  # predicted ROP, pit trend, ETA
         self.book = AlarmBook(p)
         self.latest: dict[str, tuple[float, float]] = {}  # channel -> (t_s, value)
         self.sums: dict[str, list[float]] = {}  # channel -> [sum, count] this second
@@ -124,6 +126,7 @@ class Predictor:
                        else "pumps changing" if self.flow.transient else None)
         h_slow, h_conds = self.hydraulics.update(inputs, means, dt, self.flow, self.guard)
         slow.update(h_slow)
+        slow.update(self.models.step(ts_ms, means, inputs.state, derived.get("ROPC")))
         conditions += h_conds
         conditions += self.dysfunction.update(inputs, means, derived, self.book)
         conditions += self.anomaly.update(t, inputs, means, pumps_quiet, self.book)

@@ -3,16 +3,20 @@
 The flow model: with the pumps running steadily the returns equal the flow in; when the
 pumps change, the returns follow with a lag (the flowline drains back when they stop —
 the flow-back of a connection — and fills when they start), modelled as first order with
-`flowline_tau_s`. For each flow-out meter available (`MFOA` in gpm; `MFOP`, a paddle in %,
+the well's own flow-back time constant: the gallons that came back after the pumps stopped
+over the flow before, median of the last five connections (`flowline_tau_s` until three
+have been seen). For each flow-out meter available (`MFOA` in gpm; `MFOP`, a paddle in %,
 scaled to gpm by what it reads during steady pumping) the excess is
 
     excess = flow out - ratio × expected flow out
 
-(`ratio` learns the meter's bias while nothing happens). A kick adds to the returns, a
+(`ratio` learns the meter's bias during steady pumping, and its zero what it reads long
+after the pumps stopped; a meter votes only once it has seen two minutes of steady pumping). A kick adds to the returns, a
 loss takes from them. A one-sided CUSUM of the excess (slack `kick_flow_gpm`, alarm at
 `kick_flow_gal` gallons; for losses `loss_flow_gpm`/`loss_flow_gal`, both widened to the
 meter's own noise) finds small lasting changes within a minute while noise does not add
-up. Every meter available must agree, so one drifting or stuck meter cannot raise a kick.
+up. With two meters, one must reach its alarm level and the other at least half of its own,
+so one drifting or stuck meter cannot raise a kick, and the noisier one does not set the pace.
 
 The pit: `PITDEV` is the active pit volume against a baseline that moves with what is
 explained — the flow-back and refill the flow model predicts, new hole drilled (hole
@@ -20,7 +24,8 @@ capacity from `bit_size_in`), steel run in or pulled (`pipe_displacement_bbl_ft`
 transfers (the pit moving faster than `transfer_bbl_min` with no flow change) — and
 otherwise relaxes towards the pit over `pit_baseline_tau_s` (held while a kick or loss is
 suspected). A pit gain above `kick_pit_bbl` still growing (the deviation rising over two minutes)
-says kick even without a flow-out meter; a loss beyond `loss_pit_bbl` still falling says loss.
+says kick even without a flow-out meter; a loss beyond `loss_pit_bbl` still falling says
+loss — with the bit in the hole (below 300 ft): with it out, the pits serve surface work.
 
 Derived channels: FLOWDIFF (gpm, flow out - flow in, when both exist), PITDEV (bbl).
 """
@@ -28,6 +33,7 @@ Derived channels: FLOWDIFF (gpm, flow out - flow in, when both exist), PITDEV (b
 from __future__ import annotations
 
 import math
+import statistics
 from collections import deque
 from typing import Any
 
@@ -46,6 +52,14 @@ PIT_RATE_WINDOW_S = 30.0
 PIT_TREND_WINDOW_S = 120.0
 PIT_TREND_BBL_MIN = 0.1
 MIN_CUSUM_RATIO = 0.3
+FINGERPRINT_CONNECTIONS = 5
+FINGERPRINT_MIN = 3
+FINGERPRINT_MAX_TAUS = 10.0  # pumps off longer than this many time constants: a trip, not a connection
+CORROBORATE = 0.5
+BIT_IN_HOLE_FT = 300.0  # the pit alone judges kicks and losses only with the bit deeper than this
+ZERO_AFTER_TAUS = 6.0  # the flow-back is over after this many time constants
+ZERO_CAP_KS = 3.0  # a zero reading is smaller than this many kick slacks
+ZERO_TAU_S = 600.0  # the share of its own alarm level every other meter must have reached
 
 
 class Meter:
@@ -62,6 +76,7 @@ class Meter:
         self.excess = Ewma(EXCESS_TAU_S, 0.0)
         self.last_excess = 0.0
         self.h_kick = self.h_loss = math.inf
+        self.zero = Ewma(ZERO_TAU_S)  # gpm read with no flow
 
     def gpm(self, reading: float) -> float | None:
         if self.scale is None:
@@ -87,9 +102,15 @@ class FlowWatch:
         self.dev_trend = TimeWindow(PIT_TREND_WINDOW_S)
         self.devs: deque[tuple[float, float]] = deque()
         self.transfer = False
-        self.transfer_bbl = 0.0
+        self.transfer_bbl = 0.0  # followed in the current transfer
+        self.transferred_bbl = 0.0  # followed in all transfers
         self.steady_s = 0.0
         self.transient = True
+        self.tau_s = params.flowline_tau_s  # the flow-back's time constant, learned
+        self.flowbacks: deque[float] = deque(maxlen=FINGERPRINT_CONNECTIONS)
+        self.flowback: tuple[float, float, float] | None = None  # (gpm before, gallons back, t) while off
+        self.pumps_were_on: bool | None = None
+        self.off_s = 0.0  # how long the pumps have been off
         self.hold = False  # set by the engine while a kick or loss is raised or pending
 
     # -- the model ------------------------------------------------------------------------
@@ -101,11 +122,13 @@ class FlowWatch:
         if q_in is not None:
             if self.expected is None:
                 self.expected = q_in
-            a = 1.0 - math.exp(-dt_s / p.flowline_tau_s) if dt_s > 0 else 0.0
+            self._fingerprint(inp, v, dt_s)
+            a = 1.0 - math.exp(-dt_s / self.tau_s) if dt_s > 0 else 0.0
             self.expected += (q_in - self.expected) * a
             gap = abs(q_in - self.expected)
             self.transient = gap > max(0.03 * q_in, 10.0)
             self.steady_s = self.steady_s + dt_s if (inp.pumps_on and not self.transient) else 0.0
+            self.off_s = self.off_s + dt_s if inp.pumps_on is False else 0.0
             if "MFOA" in v:
                 derived["FLOWDIFF"] = round(v["MFOA"] - q_in, 1)
         else:
@@ -119,10 +142,39 @@ class FlowWatch:
             derived["PITDEV"] = round(dev, 2)
         return derived, self._conditions(inp, v, kick_votes, loss_votes, used, evidence, dev)
 
+    def _fingerprint(self, inp: Inputs, v: dict[str, float], dt_s: float) -> None:
+        """Learn the well's own flow-back: the gallons that come back after the pumps stop,
+        over the flow before, is the flowline's time constant. The median of the last
+        connections replaces `flowline_tau_s` (within a quarter to four times it)."""
+        p = self.params
+        if inp.pumps_on and self.pumps_were_on is False and self.flowback is not None:
+            q0, gallons, _ = self.flowback
+            if q0 > p.pumps_on_gpm and gallons > 0 and not self.hold:
+                self.flowbacks.append(gallons * 60.0 / q0)
+                if len(self.flowbacks) >= FINGERPRINT_MIN:
+                    learned = statistics.median(self.flowbacks)
+                    self.tau_s = min(max(learned, p.flowline_tau_s / 4), p.flowline_tau_s * 4)
+            self.flowback = None
+        if inp.pumps_on is False and self.pumps_were_on and self.expected is not None:
+            self.flowback = (self.expected, 0.0, inp.t_s)
+        if self.flowback is not None and inp.pumps_on is False:
+            q0, gallons, t0 = self.flowback
+            m = self.meters["MFOA"]
+            out = v.get("MFOA")
+            if out is None and "MFOP" in v and self.meters["MFOP"].learned_s >= LEARN_S:
+                out = self.meters["MFOP"].gpm(v["MFOP"])
+            if out is None or inp.t_s - t0 > FINGERPRINT_MAX_TAUS * p.flowline_tau_s:
+                self.flowback = None  # no meter, or the pumps stayed off: not a connection
+            else:
+                ratio = m.ratio.value if out is v.get("MFOA") and m.ratio.value else 1.0
+                self.flowback = (q0, gallons + out / ratio * dt_s / 60.0, t0)
+        if inp.pumps_on is not None:
+            self.pumps_were_on = inp.pumps_on
+
     def _meters(self, inp: Inputs, v: dict[str, float], dt_s: float):
         p = self.params
-        kick_votes: list[bool] = []
-        loss_votes: list[bool] = []
+        kick_votes: list[float] = []  # per meter, accumulated evidence / the alarm level
+        loss_votes: list[float] = []
         used: list[str] = []
         evidence: dict[str, Any] = {}
         expected = self.expected
@@ -141,9 +193,14 @@ class FlowWatch:
                     m.ratio.update(out / expected, dt_s)
                 m.noise2.update(m.last_excess ** 2, dt_s)
                 m.learned_s += dt_s
-            if m.learned_s < LEARN_S and m.scale is not None:
-                continue  # a paddle means nothing until it has been scaled
-            ratio = m.ratio.value if m.ratio.value is not None and m.learned_s >= LEARN_S else 1.0
+            # the meter's zero: what it reads long after the pumps stopped, while that is small
+            if (inp.pumps_on is False and self.off_s >= ZERO_AFTER_TAUS * self.tau_s
+                    and abs(out) < ZERO_CAP_KS * p.kick_flow_gpm and not self.hold):
+                m.zero.update(out, dt_s)
+            if m.learned_s < LEARN_S:
+                continue  # a meter votes once it has been seen against steady pumping
+            out -= m.zero.value or 0.0
+            ratio = m.ratio.value if m.ratio.value is not None else 1.0
             excess = out - ratio * expected
             m.last_excess = excess
             m.excess.update(excess, dt_s)
@@ -163,10 +220,10 @@ class FlowWatch:
             if -m.excess.value < k_loss:
                 m.loss.value = min(m.loss.value, h_loss * MIN_CUSUM_RATIO)
             m.h_kick, m.h_loss = h_kick, h_loss
-            kick_votes.append(m.kick.value >= h_kick)
-            loss_votes.append(m.loss.value >= h_loss)
+            kick_votes.append(m.kick.value / h_kick)
+            loss_votes.append(m.loss.value / h_loss)
             used.append(name)
-            evidence[name] = {"reading": reading, "out_gpm": round(out, 1), "expected_gpm": round(ratio * expected, 1),
+            evidence[name] = {"reading": reading, "zero_gpm": round(m.zero.value or 0.0, 1), "out_gpm": round(out, 1), "expected_gpm": round(ratio * expected, 1),
                               "excess_gpm": round(m.excess.value, 1), "kick_gal": round(m.kick.value / 60, 1),
                               "loss_gal": round(m.loss.value / 60, 1), "alarm_gal": round(h_kick / 60, 1)}
         return kick_votes, loss_votes, used, evidence
@@ -191,8 +248,8 @@ class FlowWatch:
             if self.last_bit is not None:
                 b += p.pipe_displacement_bbl_ft * (inp.bit_ft - self.last_bit)
             self.last_bit = inp.bit_ft
-        # transfers: the pit moving fast with no change in the flow
-        self.pit_rate.add(t, pit)
+        # transfers: the unexplained volume moving fast with no change in the flow
+        self.pit_rate.add(t, pit - b + self.transferred_bbl)  # as if no transfer had been followed
         rate = self.pit_rate.rate() if self.pit_rate.covered_s >= PIT_RATE_WINDOW_S * 0.8 else None
         flows_quiet = all(abs(m.excess.value) < 3 * max(p.kick_flow_gpm, m.sigma)
                           for m in self.meters.values() if m.learned_s >= LEARN_S)
@@ -200,19 +257,20 @@ class FlowWatch:
         if fast and flows_quiet and not self.transfer:
             self.transfer = True
             self.transfer_bbl = 0.0
-            # the deviation from before the rate window, so the start of the transfer is not kept
+            # back to the deviation from before the rate window: the transfer's start is not kept
             before = next((d for ts, d in self.devs if ts >= t - PIT_RATE_WINDOW_S), None)
             if before is not None:
-                nb = pit - before
-                self.transfer_bbl += nb - b
-                b = nb
+                self.transfer_bbl += (pit - before) - b
+                self.transferred_bbl += (pit - before) - b
+                b = pit - before
         elif self.transfer and not fast:
             self.transfer = False
         elif self.transfer:
             prev = self.pit_trend.items[-1][1] if self.pit_trend.items else pit
             b += pit - prev
             self.transfer_bbl += pit - prev
-        elif not self.hold and dt_s > 0:
+            self.transferred_bbl += pit - prev
+        if not self.transfer and not self.hold and dt_s > 0:
             b += (pit - b) * (1.0 - math.exp(-dt_s / p.pit_baseline_tau_s))
         self.baseline = b
         self.pit_trend.add(t, pit)
@@ -223,7 +281,7 @@ class FlowWatch:
             self.devs.popleft()
         return dev
 
-    def _conditions(self, inp: Inputs, v: dict[str, float], kick_votes: list[bool], loss_votes: list[bool],
+    def _conditions(self, inp: Inputs, v: dict[str, float], kick_votes: list[float], loss_votes: list[float],
                     used: list[str], flow_evidence: dict[str, Any], dev: float | None) -> list[Condition]:
         p = self.params
         trend = self.dev_trend.rate() if self.dev_trend.covered_s >= PIT_TREND_WINDOW_S * 0.5 else None
@@ -231,7 +289,8 @@ class FlowWatch:
         common: dict[str, Any] = {
             "flow_in_gpm": round(inp.flow_in_gpm, 1) if inp.flow_in_gpm is not None else None,
             "flow_in_from": inp.flow_in_from, "pumps_on": inp.pumps_on, "pumps_from": inp.pumps_from,
-            "rig_state": inp.state, "flow_out_meters": used, **flow_evidence}
+            "rig_state": inp.state, "flow_out_meters": used, "flowback_tau_s": round(self.tau_s, 1),
+            "flowback_connections": len(self.flowbacks), **flow_evidence}
         if dev is not None:
             common.update(pit_bbl=v.get("TVA"), pit_dev_bbl=round(dev, 2),
                           pit_trend_bbl_min=round(trend_bbl_min, 2) if trend_bbl_min is not None else None,
@@ -241,14 +300,18 @@ class FlowWatch:
         inputs = used + (["TVA"] if dev is not None else [])
         common["relied_on"] = inputs + ([inp.flow_in_from] if inp.flow_in_from else [])
 
-        flow_kick = bool(kick_votes) and all(kick_votes)
-        flow_loss = bool(loss_votes) and all(loss_votes)
-        flows_disagree = bool(kick_votes) and any(kick_votes) and not all(kick_votes)
+        # one meter at its alarm level, every other at least half way: one meter drifting on
+        # its own never raises it, and the noisiest meter does not set the pace
+        flow_kick = bool(kick_votes) and max(kick_votes) >= 1.0 and min(kick_votes) >= CORROBORATE
+        flow_loss = bool(loss_votes) and max(loss_votes) >= 1.0 and min(loss_votes) >= CORROBORATE
+        flows_disagree = bool(kick_votes) and max(kick_votes) >= 1.0 and min(kick_votes) < CORROBORATE
         excess_now = [self.meters[n].excess.value for n in used]
-        pit_kick = (dev is not None and not self.transfer and dev >= p.kick_pit_bbl
+        # with the bit out of the hole the pits serve surface work (filling, cleaning, mixing)
+        in_hole = inp.bit_ft is None or inp.bit_ft >= BIT_IN_HOLE_FT
+        pit_kick = (dev is not None and in_hole and not self.transfer and dev >= p.kick_pit_bbl
                     and trend_bbl_min is not None and trend_bbl_min >= PIT_TREND_BBL_MIN
                     and all(e > 0 for e in excess_now))
-        pit_loss = (dev is not None and not self.transfer and dev <= -p.loss_pit_bbl
+        pit_loss = (dev is not None and in_hole and not self.transfer and dev <= -p.loss_pit_bbl
                     and trend_bbl_min is not None and trend_bbl_min <= -PIT_TREND_BBL_MIN
                     and all(e < 0 for e in excess_now))
         if flows_disagree:

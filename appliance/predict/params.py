@@ -34,7 +34,7 @@ class PredictorParams:
     flowline_tau_s: float = 30.0  # time constant of the returns draining back when the pumps stop
     # -- kick and loss
     kick_flow_gpm: float = 5.0  # flow out above the expected flow by more than this accumulates (CUSUM k)
-    kick_flow_gal: float = 3.0  # ... and an alarm needs this many accumulated gallons (CUSUM h)
+    kick_flow_gal: float = 2.0  # ... and an alarm needs this many accumulated gallons (CUSUM h)
     kick_pit_bbl: float = 5.0  # pit gain over the baseline that alone says kick
     loss_flow_gpm: float = 10.0
     loss_flow_gal: float = 5.0
@@ -69,6 +69,8 @@ class PredictorParams:
     flood_alarms: int = 10  # alarms raised within flood_window_s that make a flood (EEMUA 191)
     flood_window_s: float = 600.0
     chatter_s: float = 120.0  # an alarm raised again this soon after clearing is chattering
+    # -- models
+    target_depth_ft: float = 0.0  # ETA_TD: hours to this hole depth at the recent rate (0: no target)
     derived_hz: float = 1.0  # how often the program publishes derived frames (also on state changes)
 
     def replace(self, **changes: Any) -> "PredictorParams":

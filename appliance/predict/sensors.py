@@ -3,13 +3,14 @@
 `SensorGuard.clean(t_s, values)` returns the values the detectors may trust: a value
 outside the catalogue's plausible range is dropped; a sudden jump is held back one sample
 and dropped if the next sample comes back (a spike) — a jump that stays is a real step
-and passes one sample late; a channel frozen on one value for a few seconds after moving
-all along is left out while suspect. Detectors therefore see a missing channel rather
+and passes one sample late; a channel frozen on one non-zero value for a few seconds after
+moving all along is left out while suspect. Detectors therefore see a missing channel rather
 than a wrong one, and use a substitute where they have one.
 
 `conditions(t_s)` reports the sensor-fault alarms. A channel that never arrived is never
 a fault; only one that was arriving and stopped (dropout), froze (flatline), jumps
-(spike) or reads the impossible (out of range).
+(spike) or reads the impossible (out of range). Channels outside the catalogue (an
+integrator's own, whose behaviour is unknown) are only watched for dropouts.
 """
 
 from __future__ import annotations
@@ -28,14 +29,16 @@ SPIKE_FLOOR_FRACTION = 0.002  # ... and at least this fraction of its plausible 
 WARMUP_SAMPLES = 10
 SUSPECT_SAMPLES = 5
 SUSPECT_S = 3.0
+FLATLINE_SAMPLES = 20  # and flatline_s: a slow recorder needs longer than a fast one
 MOVING = 0.5  # fraction of samples that changed, before a freeze, for a channel that moves
 RANGE_HOLD_S = 60.0
+RANGE_SLACK = 0.001  # of the plausible span: this close outside is read as the limit itself
 
 
 class ChannelState:
     __slots__ = ("first_s", "last_s", "seen", "last_raw", "run_start_s", "run_len", "change_rate",
                  "moving_before", "accepted", "masd", "candidate", "spikes", "range_s", "range_value",
-                 "floor")
+                 "floor", "rest", "judged")
 
     def __init__(self, t_s: float, floor: float) -> None:
         self.first_s = self.last_s = t_s
@@ -52,6 +55,8 @@ class ChannelState:
         self.range_s: float | None = None
         self.range_value = 0.0
         self.floor = floor
+        self.rest = floor / 2  # closer to zero than this: at rest (a torque of 0.001 is no torque)
+        self.judged = floor > 0  # catalogue channels; an integrator's own are only watched for dropouts
 
 
 class SensorGuard:
@@ -72,12 +77,15 @@ class SensorGuard:
                 st = channels[name] = ChannelState(t_s, floor)
             if x != x or x in (float("inf"), float("-inf")):
                 continue
+            st.last_s = t_s  # it arrives, even when what it says cannot be used
             c = BY_MNEMONIC.get(name)
             if c is not None and not (c.low <= x <= c.high):
-                st.range_s, st.range_value = t_s, x
-                continue
+                slack = RANGE_SLACK * (c.high - c.low)
+                if not (c.low - slack <= x <= c.high + slack):
+                    st.range_s, st.range_value = t_s, x
+                    continue
+                x = min(max(x, c.low), c.high)  # a bit 2 ft above the rotary table is at surface
             st.seen += 1
-            st.last_s = t_s
             # flatline bookkeeping on the raw value
             if x == st.last_raw:
                 st.run_len += 1
@@ -87,7 +95,7 @@ class SensorGuard:
             st.change_rate += ((x != st.last_raw) - st.change_rate) * 0.05
             st.last_raw = x
             if (st.run_len >= SUSPECT_SAMPLES and t_s - st.run_start_s >= SUSPECT_S
-                    and st.moving_before > MOVING and x != 0.0 and name not in STATIC_CHANNELS):
+                    and st.moving_before > MOVING and abs(x) > st.rest and name not in STATIC_CHANNELS):
                 continue  # suspect: frozen after moving
             # spikes
             prev = st.accepted
@@ -150,8 +158,9 @@ class SensorGuard:
                  "last_seen_ms": round(st.last_s * 1000)}, name, on_delay_s=0.0, off_delay_s=5.0))
             # flatline
             frozen_s = t_s - st.run_start_s if st.last_raw is not None else 0.0
-            flat = (not dropped and st.run_len >= SUSPECT_SAMPLES and frozen_s >= p.flatline_s
-                    and st.moving_before > MOVING and st.last_raw != 0.0 and name not in STATIC_CHANNELS)
+            flat = (not dropped and st.judged and st.run_len >= FLATLINE_SAMPLES and frozen_s >= p.flatline_s
+                    and st.moving_before > MOVING and abs(st.last_raw or 0.0) > st.rest
+                    and name not in STATIC_CHANNELS)
             if flat or every or f"sensor.flatline.{name}" in known:
                 out.append(Condition(
                 f"sensor.flatline.{name}", "sensor_fault", flat, "low",
@@ -163,7 +172,7 @@ class SensorGuard:
             cut = t_s - p.spike_window_s
             while st.spikes and st.spikes[0] < cut:
                 st.spikes.popleft()
-            n = len(st.spikes)
+            n = len(st.spikes) if st.judged else 0
             if n >= p.spike_count or every or f"sensor.spike.{name}" in known:
                 out.append(Condition(
                 f"sensor.spike.{name}", "sensor_fault", n >= p.spike_count, "low",
@@ -186,4 +195,4 @@ class SensorGuard:
         st = self.channels.get(name)
         return st is not None and st.last_raw is not None and st.run_len >= SUSPECT_SAMPLES \
             and self.t_s - st.run_start_s >= SUSPECT_S and st.moving_before > MOVING \
-            and st.last_raw != 0.0 and name not in STATIC_CHANNELS
+            and abs(st.last_raw) > st.rest and name not in STATIC_CHANNELS

@@ -38,30 +38,41 @@ class Ewma:
 
 
 class TimeWindow:
-    """The samples of the last `span_s` seconds, with running sums for mean and variance."""
+    """The samples of the last `span_s` seconds, with running sums for the mean, the
+    variance and the least-squares slope, so each costs the same however long the window."""
 
-    __slots__ = ("span_s", "items", "sum", "sum2")
+    __slots__ = ("span_s", "items", "sum", "sum2", "st", "stt", "stx", "origin")
 
     def __init__(self, span_s: float) -> None:
         self.span_s = span_s
         self.items: deque[tuple[float, float]] = deque()
-        self.sum = 0.0
-        self.sum2 = 0.0
+        self.clear()
 
     def add(self, t_s: float, x: float) -> None:
         items = self.items
+        if not items:
+            self.origin = t_s  # sums of times relative to this, for precision
         items.append((t_s, x))
+        u = t_s - self.origin
         self.sum += x
         self.sum2 += x * x
+        self.st += u
+        self.stt += u * u
+        self.stx += u * x
         cut = t_s - self.span_s
         while items[0][0] < cut:
-            _, old = items.popleft()
+            t_old, old = items.popleft()
+            u = t_old - self.origin
             self.sum -= old
             self.sum2 -= old * old
+            self.st -= u
+            self.stt -= u * u
+            self.stx -= u * old
 
     def clear(self) -> None:
         self.items.clear()
-        self.sum = self.sum2 = 0.0
+        self.sum = self.sum2 = self.st = self.stt = self.stx = 0.0
+        self.origin = 0.0
 
     def __len__(self) -> int:
         return len(self.items)
@@ -85,10 +96,10 @@ class TimeWindow:
         n = len(self.items)
         if n < 3 or self.covered_s <= 0:
             return None
-        t = np.fromiter((p[0] for p in self.items), float, n)
-        x = np.fromiter((p[1] for p in self.items), float, n)
-        t -= t.mean()
-        return float((t * (x - x.mean())).sum() / (t * t).sum())
+        var_t = self.stt - self.st * self.st / n
+        if var_t <= 0:
+            return None
+        return (self.stx - self.st * self.sum / n) / var_t
 
 
 class Speed:

@@ -16,7 +16,9 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from appliance.channels import BY_MNEMONIC
+from appliance.channels import CATALOGUE
+
+SIMULATED = {c.mnemonic: c for c in CATALOGUE}  # the channels the simulator's sensors make
 
 PHYSICAL_KINDS = ("kick", "loss", "washout", "packoff")
 SENSOR_KINDS = ("flatline", "spike", "dropout")
@@ -91,9 +93,9 @@ def parse_event(spec: str) -> Event:
         channel = channel.upper()
         if not channel:
             raise ValueError(f"event {item!r}: {kind} needs a channel, e.g. {kind}:SPPA; {FORMAT_HELP}")
-        if channel not in BY_MNEMONIC:
+        if channel not in SIMULATED:
             raise ValueError(f"event {item!r}: unknown channel {channel!r}; the catalogue has "
-                             + ", ".join(BY_MNEMONIC))
+                             + ", ".join(SIMULATED))
         channel_or_none = channel
     else:
         raise ValueError(f"event {item!r}: unknown kind {kind!r}; {FORMAT_HELP}")

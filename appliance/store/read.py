@@ -180,6 +180,45 @@ def alert_state(db: sqlite3.Connection, alert_id: str) -> dict[str, Any] | None:
     return rows[0] if rows else None
 
 
+def _has_table(db: sqlite3.Connection, name: str) -> bool:
+    return db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (name,)).fetchone() is not None
+
+
+THRESHOLD_COLUMNS = ("channel", "hh", "h", "l", "ll", "deadband", "priority", "by", "ts", "src")
+
+
+def current_thresholds(db: sqlite3.Connection) -> dict[str, dict[str, Any]]:
+    """The alarm limits in force: the newest setting of every channel that ever had one,
+    {channel: {"channel", "hh", "h", "l", "ll", "deadband", "priority", "by", "ts", "src"}}.
+    A channel whose newest setting has every limit null was cleared and is still listed,
+    so a reader knows the operator switched its limits off."""
+    if not _has_table(db, "thresholds"):  # a database older than the table, before the saver upgraded it
+        return {}
+    rows = db.execute(
+        f"SELECT {', '.join('t.' + c for c in THRESHOLD_COLUMNS)} FROM thresholds t JOIN "
+        "(SELECT channel, max(id) AS id FROM thresholds GROUP BY channel) m ON t.id = m.id ORDER BY t.channel")
+    return {row[0]: dict(zip(THRESHOLD_COLUMNS, row)) for row in rows}
+
+
+def threshold_history(db: sqlite3.Connection, channel: str, limit: int = 50) -> list[dict[str, Any]]:
+    """A channel's threshold changes, newest first."""
+    if not _has_table(db, "thresholds"):
+        return []
+    return [dict(zip(THRESHOLD_COLUMNS, row)) for row in db.execute(
+        f"SELECT {', '.join(THRESHOLD_COLUMNS)} FROM thresholds WHERE channel = ? ORDER BY id DESC LIMIT ?",
+        (channel, limit))]
+
+
+def latest_alerts_of(db: sqlite3.Connection, src: str) -> list[dict[str, Any]]:
+    """The latest event of every alert whose newest event came from `src` (a program's own
+    alarms, for it to take over after a restart); acks and shelves by others count too."""
+    return _alert_rows(db.execute(
+        "SELECT a.ts, a.src, a.state, a.data FROM alerts a JOIN "
+        "(SELECT alert_id, max(id) AS id FROM alerts WHERE alert_id IN "
+        " (SELECT DISTINCT alert_id FROM alerts WHERE src = ?) GROUP BY alert_id) m ON a.id = m.id",
+        (src,)))
+
+
 def storage_stats(db: sqlite3.Connection) -> dict[str, Any]:
     """Counts for the System view: channels, time span, dead letters, gaps."""
     first, last = db.execute("SELECT min(ts), max(ts) FROM samples").fetchone()
@@ -187,7 +226,8 @@ def storage_stats(db: sqlite3.Connection) -> dict[str, Any]:
         "channels": db.execute("SELECT count(*) FROM channels").fetchone()[0],
         "first_ts": first, "last_ts": last,
         "dead_letters": db.execute("SELECT count(*) FROM dead_letters").fetchone()[0],
-        "gaps": db.execute("SELECT count(*), coalesce(sum(last_seq - first_seq + 1), 0) FROM gaps").fetchone(),
+        "gaps": db.execute("SELECT count(*), coalesce(sum(last_seq - first_seq + 1), 0) FROM gaps "
+                           "WHERE state = 'lost'").fetchone(),
     }
 
 

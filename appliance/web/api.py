@@ -17,9 +17,10 @@ import orjson
 from flask import Blueprint, Response, abort, current_app, g, jsonify, request
 
 from appliance.bus.envelope import MAX_TS
-from appliance.channels import BY_MNEMONIC
+from appliance.channels import BY_MNEMONIC, CATALOGUE
 from appliance.sources import writers
 from appliance.store import read
+from appliance.store import thresholds as limits
 from appliance.store.schema import connect_reader
 from appliance.web.auth import admin_only, current_user
 
@@ -59,6 +60,12 @@ def close_db(exc: BaseException | None) -> None:
     conn = g.pop("db", None)
     if conn is not None:
         conn.close()
+
+
+def login_name() -> str:
+    """Who is changing something: the logged-in user (events record it as `by`)."""
+    user = current_user()
+    return user.name if user else request.remote_addr or ""
 
 
 def now_ms() -> int:
@@ -203,8 +210,7 @@ def acknowledge(alert_id: str):
     if new_state is None:
         return json({"error": f"alert {alert_id!r} is {current.get('state')}: nothing to acknowledge"}, 409)
     event = {k: v for k, v in current.items() if k not in ("ts", "state", "src", "seq")}
-    user = current_user()
-    event.update(state=new_state, action="ack", by=user.name if user else request.remote_addr or "")
+    event.update(state=new_state, action="ack", by=login_name())
     current_app.extensions["rigtel.bus"].publish("alert", event)
     return json({"id": alert_id, "state": new_state}, 202)
 
@@ -216,6 +222,90 @@ def audit_trail():
     end = int_arg("to", now_ms())
     return json(read.audit_events(db(), int_arg("from", end - 7 * 86_400_000), end, int_arg("limit", 500, 1, 10_000),
                                   event=request.args.get("event") or None))
+
+
+SHELVE_MAX_MINUTES = 24 * 60
+SHELVABLE = ("active_unack", "active_ack", "cleared_unack", "shelved", "normal")
+
+
+@bp.post("/alerts/<alert_id>/shelve")
+@admin_only
+def shelve(alert_id: str):
+    """Hide an alarm for `minutes` with a `reason` (ISA-18.2 shelving); the predictor brings
+    it back when the time is up, raised if its condition still holds."""
+    body = request.get_json(silent=True)
+    if not isinstance(body, dict):
+        raise BadRequest('send a JSON object: {"minutes": N, "reason": "why"}')
+    minutes, reason = body.get("minutes"), body.get("reason")
+    if isinstance(minutes, bool) or not isinstance(minutes, (int, float)) or not 1 <= minutes <= SHELVE_MAX_MINUTES:
+        raise BadRequest(f"'minutes' must be a number from 1 to {SHELVE_MAX_MINUTES}")
+    if not isinstance(reason, str) or not reason.strip() or len(reason) > 500:
+        raise BadRequest("'reason' must say why, in up to 500 characters")
+    current = read.alert_state(db(), alert_id)
+    if current is None:
+        return json({"error": f"no alert {alert_id!r}"}, 404)
+    if current.get("state") not in SHELVABLE:
+        return json({"error": f"alert {alert_id!r} is {current.get('state')}: it cannot be shelved"}, 409)
+    until = now_ms() + round(minutes * 60_000)
+    event = {k: v for k, v in current.items() if k not in ("ts", "state", "src", "seq")}
+    event.update(state="shelved", action="shelve", minutes=minutes, reason=reason.strip(), until_ms=until,
+                 by=login_name())
+    current_app.extensions["rigtel.bus"].publish("alert", event)
+    return json({"id": alert_id, "state": "shelved", "until_ms": until}, 202)
+
+
+# -- alarm thresholds ------------------------------------------------------------------
+
+
+def _derived_channels(conn: sqlite3.Connection) -> list[read.ChannelInfo]:
+    return [c for c in read.channels(conn) if c.name not in BY_MNEMONIC and c.topic == "derived"]
+
+
+@bp.get("/thresholds")
+def thresholds():
+    """Every channel that can carry alarm limits, with the limits in force (null: not set)."""
+    conn = db()
+    current = read.current_thresholds(conn)
+    rows = [{"channel": c.mnemonic, "description": c.description, "unit": c.unit, "low": c.low,
+             "high": c.high} for c in CATALOGUE]
+    rows += [{"channel": c.name, "description": "derived", "unit": c.unit, "low": None, "high": None}
+             for c in _derived_channels(conn)]
+    listed = {r["channel"] for r in rows}
+    rows += [{"channel": name, "description": "", "unit": "", "low": None, "high": None}
+             for name in current if name not in listed]
+    empty = dict.fromkeys(("hh", "h", "l", "ll", "deadband", "priority", "by", "ts"))
+    for r in rows:
+        setting = current.get(r["channel"], empty)
+        r.update({k: setting[k] for k in empty})
+    return json({"thresholds": rows, "priorities": list(limits.PRIORITIES)})
+
+
+@bp.get("/thresholds/<channel>")
+def threshold_history(channel: str):
+    """One channel's threshold changes, newest first (who changed what, when)."""
+    return json({"channel": channel, "history": read.threshold_history(db(), channel,
+                                                                        int_arg("limit", 50, 1, 1000))})
+
+
+@bp.put("/thresholds/<channel>")
+@admin_only
+def set_threshold(channel: str):
+    """Check a channel's new limits and publish them on `control.thresholds`; the predictor
+    applies them at once and the saver stores them. 202: accepted, being applied."""
+    body = request.get_json(silent=True)
+    if body is None:
+        raise BadRequest("send the limits as a JSON object: "
+                         '{"hh": number|null, "h": ..., "l": ..., "ll": ..., "deadband": ..., "priority": ...}')
+    if isinstance(body, dict) and "by" in body:
+        raise BadRequest("'by' is set by the appliance from your login, not by the request")
+    extra = frozenset(c.name for c in _derived_channels(db()))
+    try:
+        setting = limits.check(body, channel=channel, extra_channels=extra)
+    except limits.ThresholdError as e:
+        raise BadRequest(str(e)) from None
+    setting = setting._replace(by=login_name())
+    current_app.extensions["rigtel.bus"].publish(limits.TOPIC, setting.as_dict())
+    return json(setting.as_dict(), 202)
 
 
 # -- live stream ------------------------------------------------------------------------
@@ -352,6 +442,7 @@ def system():
                 "lost": hub.tracker.lost if hub else 0, "data_age_s": hub.data_age_s() if hub else None,
                 "streams": hub.stream_count() if hub else 0},
         "database": {"path": db_path, "bytes": sizes, **stats},
+        "sources": hub.source_states() if hub else [],
         "disk": {"free_bytes": disk.free, "total_bytes": disk.total} if disk else None,
         "last_backup": last_backup,
         "tls": tls_status(c.tls_cert_file),

@@ -39,11 +39,16 @@ REPO = Path(__file__).resolve().parents[2]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))  # run as a script: make `tests` and `appliance` importable
 
-# name -> module; later: web, predictor
+# name -> module
 BENCHMARKS: dict[str, str] = {
     "bus": "tests.bench.bus",
     "storage": "tests.bench.storage",
     "web": "tests.bench.web",
+    "data": "tests.bench.data",
+    "predictor": "tests.bench.predictor",
+    "spool": "tests.bench.spool",
+    "web-soak": "tests.bench.websoak",
+    "install": "tests.bench.install",
 }
 
 OPS = {">=": (lambda x, limit: x >= limit, "≥"), "<=": (lambda x, limit: x <= limit, "≤")}

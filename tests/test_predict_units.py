@@ -1,0 +1,464 @@
+"""The predictor's pieces on constructed series: rig-state rules, derived channels, each
+detector, and the alarm lifecycle — pure functions and objects, no sockets."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from appliance.predict.alarms import AlarmBook, Condition
+from appliance.predict.engine import Predictor, StepResult
+from appliance.predict.params import PredictorParams
+from appliance.predict.states import CODE, RIG_STATES, Observation, classify, name_of
+
+T0 = 1_700_000_000_000
+P = PredictorParams()
+
+
+# -- rig-state rules ------------------------------------------------------------------------
+
+@pytest.mark.parametrize("obs, state", [
+    (Observation(True, True, True, 0.02, False), "rotary_drilling"),
+    (Observation(True, True, False, 0.02, False), "slide_drilling"),
+    (Observation(True, False, False, 0.0, False), "stationary"),
+    (Observation(False, True, True, 0.3, False), "reaming"),
+    (Observation(False, True, True, -0.3, False), "back_reaming"),
+    (Observation(False, True, False, 0.0, False), "circulating_off_bottom"),
+    (Observation(False, True, True, 0.0, False), "circulating_off_bottom"),
+    (Observation(False, False, True, 0.0, False), "rotating_off_bottom"),
+    (Observation(False, False, False, 0.0, True), "in_slips"),
+    (Observation(True, True, True, 0.0, True), "in_slips"),  # slips win over a stale depth
+    (Observation(False, False, False, 1.5, False), "tripping_in"),
+    (Observation(False, False, False, -1.5, False), "tripping_out"),
+    (Observation(False, True, False, -0.5, False), "tripping_out"),  # pumping out, not turning
+    (Observation(False, False, False, 0.01, False), "stationary"),
+    (Observation(None, None, None, None, None), "unknown"),
+    (Observation(True, None, None, None, None), "unknown"),
+    (Observation(None, None, None, 1.0, None), "tripping_in"),
+])
+def test_rig_state_rules(obs, state):
+    assert classify(obs, P.moving_ft_s) == state
+
+
+def test_rig_state_codes_round_trip():
+    assert len(set(RIG_STATES)) == len(RIG_STATES) == 11
+    for name, code in CODE.items():
+        assert name_of(float(code)) == name
+    assert name_of(99.0) == name_of(math.nan) == "unknown"
+
+
+# -- a frame builder for constructed series -------------------------------------------------
+
+def drilling(k: int, **over: float) -> dict[str, float]:
+    """A steady rotary-drilling frame at second k (ROP 60 ft/h), with small deterministic noise."""
+    wob = 25.0
+    n = ((k * 7919) % 13 - 6) / 6.0  # -1..1, repeating
+    bit = 5000.0 + 60.0 / 3600.0 * k
+    frame = {"DBTM": round(bit, 2), "DMEA": round(bit, 2), "BPOS": round(60 - 60.0 / 3600 * k, 2),
+             "HKLA": 150.0 + 0.5 * n, "WOBA": wob + 0.3 * n, "TQA": 12.0 + 0.2 * n, "RPMA": 120.0 + 0.5 * n,
+             "SPPA": 2500.0 + 8 * n, "MFIA": 650.0 + 1.5 * n, "MFOA": 650.0 - 4 * n, "SPM1": 77.4, "SPM2": 77.4,
+             "TVA": 500.0 - 0.0702 * 60.0 / 3600 * k + 0.1 * n, "GASA": 1.0 + 0.03 * n, "MDIA": 10.0,
+             "ROPA": 60.0 + n}
+    frame.update(over)
+    return frame
+
+
+def run(frames, p: Predictor | None = None, start: int = 0) -> tuple[Predictor, list[StepResult]]:
+    p = p or Predictor()
+    out = [p.step(T0 + (start + k) * 1000, f) for k, f in enumerate(frames)]
+    return p, out
+
+
+def raised(results: list[StepResult], start_k: int = 0) -> dict[str, int]:
+    """alert id -> the step index where it was first raised."""
+    out: dict[str, int] = {}
+    for k, r in enumerate(results):
+        for a in r.alerts:
+            if a["state"] == "active_unack":
+                out.setdefault(a["id"], k + start_k)
+    return out
+
+
+# -- derived channels -----------------------------------------------------------------------
+
+def test_derived_channels_while_drilling():
+    p, res = run(drilling(k) for k in range(120))
+    r = res[-1]
+    assert r.state == "rotary_drilling"
+    d = r.derived
+    assert d["RIGSTATE"] == CODE["rotary_drilling"] and d["ONBOTTOM"] == 1.0
+    area = math.pi / 4 * 8.5 ** 2
+    expected = 25_000 / area + 120 * math.pi * 120 * 12_000 / (area * 60)
+    assert d["MSE"] == pytest.approx(expected, rel=0.03)
+    assert abs(d["FLOWDIFF"]) < 10 and abs(d["PITDEV"]) < 1
+    assert "ROPC" not in d  # the source sends ROPA
+
+
+def test_rop_from_hole_depth_when_the_source_sends_none():
+    frames = []
+    for k in range(200):
+        f = drilling(k)
+        del f["ROPA"]
+        frames.append(f)
+    _, res = run(frames)
+    assert res[-1].derived["ROPC"] == pytest.approx(60.0, abs=1.0)
+    assert "MSE" in res[-1].derived  # from the computed ROP
+
+
+def test_ecd_from_a_downhole_pressure():
+    _, res = run(drilling(k, APWD=2700.0) for k in range(5))
+    assert res[-1].derived["ECD"] == pytest.approx(2700 / (0.052 * drilling(4)["DBTM"]), abs=1e-3)
+
+
+def test_substitutes_flow_in_from_strokes_and_pumps_from_pressure():
+    p = Predictor()
+    f = drilling(0)
+    del f["MFIA"]
+    p.step(T0, f)
+    assert p.inputs.flow_in_from == "SPM1+SPM2" and p.inputs.flow_in_gpm == pytest.approx(77.4 * 2 * 4.2)
+    for k in ("SPM1", "SPM2"):
+        del f[k]
+    p.step(T0 + 11_000, f)  # the strokes last heard of more than STALE_S ago
+    assert p.inputs.flow_in_gpm is None and p.inputs.pumps_from == "SPPA" and p.inputs.pumps_on
+
+
+def test_in_slips_and_tripping_from_hookload_and_bit_movement():
+    p = Predictor()
+    bit = 3000.0
+    states = []
+    for k in range(60):  # pulling a stand at 1.2 ft/s, pumps off, not turning
+        bit -= 1.2
+        states.append(p.step(T0 + k * 1000, {"DBTM": bit, "DMEA": 5000.0, "HKLA": 120.0, "RPMA": 0.0,
+                                             "MFIA": 0.0, "SPPA": 0.0}).state)
+    assert states[-1] == "tripping_out"
+    # a jump is held back one sample (it might be a spike), so the slips show from the second
+    for k in (61, 62):
+        r = p.step(T0 + k * 1000, {"DBTM": bit, "DMEA": 5000.0, "HKLA": 45.0 + k / 100, "RPMA": 0.0, "MFIA": 0.0})
+    assert r.state == "in_slips"
+
+
+def test_nothing_known_gives_unknown_and_no_alarm():
+    _, res = run({"GASA": 1.0} for _ in range(300))
+    assert res[-1].state == "unknown"
+    assert not any(r.alerts for r in res)
+
+
+# -- kick and loss ---------------------------------------------------------------------------
+
+def steady_then(n_before: int, n_after: int, change) -> list[dict[str, float]]:
+    return [drilling(k) for k in range(n_before)] + [change(k, drilling(k)) for k in range(n_before, n_before + n_after)]
+
+
+def test_kick_from_flow_out_rising_and_pit_gain():
+    influx = 0.0
+    pit_gain = 0.0
+
+    def kick(k, f):
+        nonlocal influx, pit_gain
+        influx = min(60.0, influx + 0.5)  # ramps to 60 gpm over two minutes
+        pit_gain += influx / 2520
+        f["MFOA"] += influx
+        f["TVA"] += pit_gain
+        return f
+
+    _, res = run(steady_then(900, 300, kick))
+    first = raised(res)
+    assert "kick" in first and 900 < first["kick"] <= 900 + 60
+    event = next(a for r in res for a in r.alerts if a["id"] == "kick")
+    assert event["priority"] == "critical" and event["kind"] == "kick"
+    assert event["evidence"]["by_flow"] and "MFOA" in event["evidence"]["relied_on"]
+    assert event["evidence"]["flow_in_from"] == "MFIA"
+    assert set(first) == {"kick"}  # nothing else on the way
+
+
+def test_kick_from_the_pit_alone_without_a_flow_out_meter():
+    gain = 0.0
+
+    def kick(k, f):
+        nonlocal gain
+        gain += 2.0 / 60  # 2 bbl/min
+        f["TVA"] += gain
+        return f
+
+    frames = steady_then(900, 600, kick)
+    for f in frames:
+        del f["MFOA"]
+    _, res = run(frames)
+    first = raised(res)
+    assert "kick" in first and first["kick"] < 900 + 300
+    event = next(a for r in res for a in r.alerts if a["id"] == "kick")
+    assert event["evidence"]["by_pit"] and not event["evidence"]["by_flow"]
+    assert event["evidence"]["flow_out_meters"] == []
+
+
+def test_loss_from_returns_falling():
+    def loss(k, f):
+        f["MFOA"] -= min(150.0, (k - 900) * 3.0)
+        return f
+
+    _, res = run(steady_then(900, 200, loss))
+    first = raised(res)
+    assert set(first) == {"loss"} and first["loss"] <= 900 + 40
+
+
+def test_a_mud_transfer_is_not_a_kick():
+    def transfer(k, f):
+        f["TVA"] += min(150.0, (k - 900) * 10.0 / 60)  # 10 bbl/min for 15 min, then stays
+        return f
+
+    p, res = run(steady_then(900, 1800, transfer))
+    assert raised(res) == {}
+    assert abs(res[-1].derived["PITDEV"]) < 5
+
+
+def test_one_meter_drifting_does_not_raise_a_kick_when_the_other_disagrees():
+    def drift(k, f):
+        f["MFOA"] += min(80.0, (k - 1200) * 0.5)
+        f["MFOP"] = 650.0 / 15.0 + ((k * 31) % 5 - 2) * 0.2  # the paddle sees nothing change
+        return f
+
+    frames = [dict(drilling(k), MFOP=650.0 / 15.0 + ((k * 31) % 5 - 2) * 0.2) for k in range(1200)]
+    frames += [drift(k, drilling(k)) for k in range(1200, 1500)]
+    _, res = run(frames)
+    assert "kick" not in raised(res)
+
+
+def test_no_alarm_merely_because_channels_are_absent():
+    frames = [{k: v for k, v in drilling(k).items() if k in ("DBTM", "DMEA", "HKLA", "RPMA")} for k in range(3600)]
+    _, res = run(frames)
+    assert all(not r.alerts for r in res)
+    assert res[-1].state == "rotary_drilling"
+
+
+# -- washout and pack-off -------------------------------------------------------------------
+
+def test_washout_from_pressure_drifting_down_at_constant_flow():
+    def washout(k, f):
+        f["SPPA"] *= 1 - min(0.2, (k - 1500) * 0.2 / 1200)
+        return f
+
+    _, res = run(steady_then(1500, 1200, washout))
+    first = raised(res)
+    assert set(first) == {"washout"}
+    # 5 % at 300 s into the drift, plus the fast average and the on-delay
+    assert 1500 + 250 < first["washout"] < 1500 + 480
+
+
+def test_packoff_from_pressure_rise_and_erratic_torque():
+    def packoff(k, f):
+        x = min(1.0, (k - 1500) / 60)
+        f["SPPA"] *= 1 + 0.15 * x
+        f["TQA"] += 3.0 * x * (1 if k % 2 else -1)
+        return f
+
+    _, res = run(steady_then(1500, 300, packoff))
+    first = raised(res)
+    assert "packoff" in first and first["packoff"] < 1500 + 120
+    event = next(a for r in res for a in r.alerts if a["id"] == "packoff")
+    assert event["evidence"]["pressure_rise"] and event["evidence"]["torque_erratic"]
+
+
+def test_stick_slip_from_torque_and_speed_swinging():
+    def slip(k, f):
+        phase = (k % 6) / 6
+        f["TQA"] = 12.0 + 4.0 * math.sin(2 * math.pi * phase)
+        f["RPMA"] = 120.0 + 40.0 * math.sin(2 * math.pi * phase + 1)
+        return f
+
+    _, res = run(steady_then(600, 300, slip))
+    first = raised(res)
+    assert "stick_slip" in first and "packoff" not in first
+
+
+# -- sensors ----------------------------------------------------------------------------------
+
+def test_flatline_dropout_spike_and_range():
+    def faults(k, f):
+        f["MDOA"] = 10.2 if k >= 700 else f["MDOA"]
+        f.pop("GASA")
+        if k % 20 == 0:
+            f["HKLA"] += 120.0
+        f["TQA"] = 999.0  # outside 0..150
+        return f
+
+    frames = [dict(drilling(k), MDOA=10.2 + ((k * 13) % 7 - 3) * 0.01) for k in range(600)]
+    frames += [faults(k, dict(drilling(k), MDOA=10.2 + ((k * 13) % 7 - 3) * 0.01)) for k in range(600, 900)]
+    _, res = run(frames)
+    first = raised(res)
+    assert 700 + 25 <= first["sensor.flatline.MDOA"] <= 700 + 40
+    assert 600 + 25 <= first["sensor.dropout.GASA"] <= 600 + 35
+    assert first["sensor.spike.HKLA"] <= 600 + 70
+    assert first["sensor.range.TQA"] <= 602
+    assert not any(k.startswith(("kick", "loss", "washout", "packoff")) for k in first)
+
+
+def test_a_spike_never_reaches_the_detectors():
+    frames = [drilling(k) for k in range(900)]
+    frames[800]["MFOA"] += 900.0
+    frames[850]["TVA"] += 60.0
+    p, res = run(frames)
+    assert raised(res) == {}
+    assert p.guard.spike_count("MFOA", 300) == 1 and p.guard.spike_count("TVA", 300) == 1
+
+
+def test_a_channel_at_rest_is_not_a_flatline():
+    frames = [dict(drilling(k), RPMA=0.0, TQA=0.0, ROPA=0.0, SPM3=0.0) for k in range(600)]
+    _, res = run(frames)
+    assert not any(a["id"].startswith("sensor.flatline") for r in res for a in r.alerts)
+
+
+# -- thresholds -------------------------------------------------------------------------------
+
+def test_thresholds_with_deadband_escalation_and_pump_suppression():
+    p = Predictor(thresholds={"GASA": {"h": 5.0, "hh": 10.0, "deadband": 1.0},
+                              "SPPA": {"l": 1000.0, "priority": "high"}})
+    events = []
+    gas = [1.0] * 20 + [6.0] * 20 + [12.0] * 20 + [9.5] * 20 + [4.5] * 20 + [3.9] * 30
+    for k, g in enumerate(gas):
+        events += p.step(T0 + k * 1000, drilling(k, GASA=g)).alerts
+    seq = [(e["id"], e["state"], e["priority"]) for e in events]
+    assert ("threshold.GASA.h", "active_unack", "medium") in seq
+    assert ("threshold.GASA.hh", "active_unack", "high") in seq
+    # H is hidden while HH is raised; after HH clears at 9.5 (inside by the deadband), H comes back
+    h_events = [s for s in seq if s[0] == "threshold.GASA.h"]
+    assert [s[1] for s in h_events][:2] == ["active_unack", "cleared_unack"]
+    assert h_events[-1][1] == "cleared_unack"  # cleared only below 5 - 1
+    # pumps off: the low pressure limit means nothing and stays quiet
+    quiet = []
+    for k in range(130, 200):
+        quiet += p.step(T0 + k * 1000, drilling(k, SPPA=0.0, MFIA=0.0, MFOA=0.0, SPM1=0.0, SPM2=0.0)).alerts
+    assert not any(e["id"] == "threshold.SPPA.l" for e in quiet)
+
+
+def test_limits_change_at_run_time_and_bad_ones_are_refused():
+    p = Predictor()
+    for k in range(10):
+        p.step(T0 + k * 1000, drilling(k))
+    assert p.apply({"channel": "SPPA", "hh": 2000.0, "h": None, "l": None, "ll": None, "deadband": None,
+                    "priority": None, "by": "admin"}, "control.thresholds") == []
+    alerts = []
+    for k in range(10, 30):
+        alerts += p.step(T0 + k * 1000, drilling(k)).alerts
+    assert any(a["id"] == "threshold.SPPA.hh" and a["state"] == "active_unack" for a in alerts)
+    p.apply({"channel": "SPPA", "hh": None, "h": None, "l": None, "ll": None}, "control.thresholds")
+    alerts = p.step(T0 + 31_000, drilling(31)).alerts + p.step(T0 + 32_000, drilling(32)).alerts
+    assert any(a["id"] == "threshold.SPPA.hh" and a["state"] == "cleared_unack" for a in alerts)
+    for bad in ({"channel": "SPPA", "h": 10.0, "hh": 5.0}, {"channel": "SPPA", "h": "high"},
+                {"channel": "SPPA", "h": 1.0, "priority": "urgent!"}, {"channel": "", "h": 1.0}):
+        with pytest.raises(ValueError):
+            p.apply(bad, "control.thresholds")
+
+
+# -- the alarm book ------------------------------------------------------------------------
+
+def cond(active, **kw) -> Condition:
+    base = dict(id="x", kind="test", active=active, priority="high", message="m", evidence={"v": 1},
+                on_delay_s=5.0, off_delay_s=10.0)
+    base.update(kw)
+    return Condition(**base)
+
+
+def test_lifecycle_on_off_delays_and_ack():
+    book = AlarmBook(P)
+    out = []
+    for s in range(0, 4):
+        out += book.evaluate(T0 + s * 1000, [cond(True)])
+    assert out == []  # on-delay not yet met
+    out += book.evaluate(T0 + 5000, [cond(True)])
+    assert [(e["state"], e["action"]) for e in out] == [("active_unack", "raise")]
+    assert book.apply({"id": "x", "action": "ack", "state": "active_ack", "by": "op"}) == []
+    assert book.records["x"].state == "active_ack"
+    out = []
+    for s in range(6, 30):
+        out += book.evaluate(T0 + s * 1000, [cond(False)])
+    assert [(e["state"], e["action"]) for e in out] == [("normal", "clear")]  # acked, then cleared
+
+
+def test_ack_crossing_a_clear_is_put_right():
+    book = AlarmBook(P)
+    book.evaluate(T0, [cond(True, on_delay_s=0.0)])
+    book.evaluate(T0 + 1000, [cond(False, off_delay_s=0.0)])
+    assert book.records["x"].state == "cleared_unack"
+    # the web saw it active and published active_ack; the book knows it is now normal
+    fix = book.apply({"id": "x", "action": "ack", "state": "active_ack", "by": "op"})
+    assert [(e["state"], e["action"]) for e in fix] == [("normal", "sync")]
+
+
+def test_shelve_hides_and_expiry_brings_back():
+    book = AlarmBook(P)
+    book.evaluate(T0, [cond(True, on_delay_s=0.0)])
+    assert book.apply({"id": "x", "action": "shelve", "minutes": 2, "state": "shelved", "by": "admin"}, T0) == []
+    out = []
+    for s in range(1, 119):
+        out += book.evaluate(T0 + s * 1000, [cond(True, on_delay_s=0.0)])
+    assert out == []
+    out = book.evaluate(T0 + 120_000, [cond(True, on_delay_s=0.0)])
+    assert [(e["state"], e["action"]) for e in out] == [("active_unack", "unshelve")]
+    # shelved and gone before expiry: comes back as normal
+    book.apply({"id": "x", "action": "shelve", "minutes": 1, "by": "admin"}, T0 + 121_000)
+    book.evaluate(T0 + 122_000, [cond(False, off_delay_s=0.0)])
+    out = book.evaluate(T0 + 182_000, [cond(False, off_delay_s=0.0)])
+    assert [(e["state"], e["action"]) for e in out] == [("normal", "unshelve")]
+
+
+def test_suppression_clears_at_once_and_blocks_raising():
+    book = AlarmBook(P)
+    book.evaluate(T0, [cond(True, on_delay_s=0.0)])
+    out = book.evaluate(T0 + 1000, [cond(True, suppressed="pumps off")])
+    assert [(e["state"], e["evidence"]["cleared"]) for e in out] == [("cleared_unack", "suppressed: pumps off")]
+    assert book.evaluate(T0 + 60_000, [cond(True, on_delay_s=0.0, suppressed="pumps off")]) == []
+
+
+def test_chattering_alarm_gets_a_longer_off_delay():
+    book = AlarmBook(P)
+    t = T0
+    for _ in range(3):
+        book.evaluate(t, [cond(True, on_delay_s=0.0, off_delay_s=10.0)])
+        t += 1000
+        while book.records["x"].active:
+            book.evaluate(t, [cond(False, off_delay_s=10.0)])
+            t += 1000
+        t += 5000
+    assert book.records["x"].chatter == 2  # raised again within chatter_s, twice
+
+
+def test_flood_holds_back_low_priority_alarms_and_says_so():
+    book = AlarmBook(P.replace(flood_alarms=4))
+    out = []
+    for i in range(6):
+        out += book.evaluate(T0 + i * 1000, [cond(True, id=f"a{j}", priority="low", on_delay_s=0.0)
+                                             for j in range(i + 1)])
+    announced = {e["id"] for e in out if e["action"] == "raise"}
+    assert "alarm-flood" in announced
+    assert {"a0", "a1", "a2", "a3"} <= announced and not {"a4", "a5"} & announced
+    assert book.counts["held"] == 2
+    # the flood ends: held alarms still active are announced
+    out = []
+    for s in range(6, 700):
+        out += book.evaluate(T0 + s * 1000, [cond(True, id=f"a{j}", priority="low", on_delay_s=0.0) for j in range(6)])
+    assert {e["id"] for e in out if e.get("held_in_flood")} == {"a4", "a5"}
+    assert any(e["id"] == "alarm-flood" and e["action"] == "clear" for e in out)
+
+
+def test_critical_alarms_pass_a_flood():
+    book = AlarmBook(P.replace(flood_alarms=2))
+    book.evaluate(T0, [cond(True, id="a", priority="low", on_delay_s=0.0), cond(True, id="b", priority="low", on_delay_s=0.0)])
+    out = book.evaluate(T0 + 1000, [cond(True, id="kick", priority="critical", on_delay_s=0.0)])
+    assert any(e["id"] == "kick" and e["action"] == "raise" for e in out)
+
+
+def test_restored_alarms_clear_when_no_detector_raises_them_again():
+    book = AlarmBook(P)
+    book.restore([{"id": "old", "kind": "kick", "state": "active_unack", "priority": "critical"}], 0)
+    out = []
+    for s in range(0, 1000, 10):
+        out += book.evaluate(T0 + s * 1000, [])
+    assert [(e["id"], e["state"]) for e in out] == [("old", "cleared_unack")]
+
+
+def test_the_engine_is_deterministic():
+    frames = steady_then(600, 300, lambda k, f: dict(f, MFOA=f["MFOA"] + min(80, (k - 600) * 0.5)))
+    _, a = run(frames)
+    _, b = run(frames)
+    assert a == b
