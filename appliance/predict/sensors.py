@@ -55,7 +55,7 @@ class ChannelState:
         self.range_s: float | None = None
         self.range_value = 0.0
         self.floor = floor
-        self.rest = floor / 2  # closer to zero than this: at rest (a torque of 0.001 is no torque)
+        self.rest = floor / 10  # closer to zero than this: at rest (a torque of 0.001 is no torque)
         self.judged = floor > 0  # catalogue channels; an integrator's own are only watched for dropouts
 
 
