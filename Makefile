@@ -8,8 +8,12 @@ PY      := $(VENV)/bin/python
 PREFIX  := var/dev
 CONF    := $(PREFIX)/etc/rigtel/supervisord.conf
 STAMP   := $(VENV)/.installed
+# The offline bundle's target: CPython version, oldest glibc (2.17 = manylinux2014), machine
+BUNDLE_PYTHON ?= 3.11
+BUNDLE_GLIBC  ?= 2.28
+BUNDLE_ARCH   ?= x86_64
 
-.PHONY: help run status stop config test bench lock clean
+.PHONY: help run status stop config test bench chaos lock clean bundle
 
 help:
 	@echo "make run     start the whole appliance (supervisord, dev prefix $(PREFIX)); Ctrl-C stops"
@@ -18,6 +22,8 @@ help:
 	@echo "make config  print the effective settings of the dev prefix"
 	@echo "make test    run the whole test suite"
 	@echo "make bench   run the benchmarks (figures and ratios against a bare baseline)"
+	@echo "make chaos   kill programs at random for CHAOS_MINUTES (10), then check nothing was lost"
+	@echo "make bundle  the offline installation bundle in dist/ (needs the registry once; BUNDLE_PYTHON=$(BUNDLE_PYTHON) BUNDLE_GLIBC=$(BUNDLE_GLIBC) BUNDLE_ARCH=$(BUNDLE_ARCH))"
 	@echo "make lock    re-resolve requirements*.lock from requirements*.in (needs the registry)"
 
 $(STAMP): requirements.lock requirements-dev.lock pyproject.toml
@@ -57,6 +63,12 @@ browser-deps:
 
 bench: $(STAMP)
 	$(PY) tests/bench/run.py
+
+chaos: $(STAMP)
+	$(PY) tests/chaos.py
+
+bundle: $(STAMP)
+	$(PY) installer/bundle.py --python $(BUNDLE_PYTHON) --glibc $(BUNDLE_GLIBC) --arch $(BUNDLE_ARCH)
 
 lock: $(STAMP)
 	$(PY) -m pip install --quiet pip-tools

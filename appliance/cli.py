@@ -31,11 +31,19 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "backup": ("appliance.store.backup", "back up the database now, online, with progress"),
     "backups": ("appliance.store.backup:list_main", "list the backups with size, age and integrity"),
     "restore": ("appliance.store.restore", "check a backup and put it in place of the database"),
+    "backtest": ("appliance.predict.backtest", "run the predictor over a recorded log; print states and alarms"),
+    "evaluate": ("appliance.predict.evaluate", "score the predictor on simulator scenarios and the Volve logs"),
+    "program-alerts": ("appliance.ops.program_alerts",
+                       "supervisord event listener: a program's crash becomes an alert on the bus"),
+    "status": ("appliance.ops.status", "every program's state, data freshness, gaps, backups, disk, "
+                                       "certificate; exit 1 when unhealthy"),
+    "check": ("appliance.ops.status:check_main", "smoke test of a running appliance (the installer runs it)"),
     "source": ("appliance.sources.source", "run the rig data source the setting data_source names (simulator or wits0)"),
     "wits0": ("appliance.sources.wits0_ingest", "read WITS0 from the rig's recorder (TCP or serial) onto the bus"),
     "wits0-out": ("appliance.sources.wits0_out", "re-serve live and derived channels as WITS0 over TCP"),
     "replay": ("appliance.sources.replay", "publish a recorded CSV, WITSML or LAS log on the bus as if live"),
     "export": ("appliance.store.export", "export stored channels over a time range as CSV, LAS or WITSML"),
+    "fuzz-bus": ("appliance.ops.fuzz", "send malformed messages at the broker (for testing a site or build)"),
 }
 
 

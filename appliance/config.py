@@ -137,6 +137,17 @@ def _events(text: str) -> str:
     return text.strip()
 
 
+_SERIAL = re.compile(r"^[5-8][NEOMS][12]$")
+
+
+def _serial_format(text: str) -> str:
+    t = text.strip().upper()
+    if not _SERIAL.match(t):
+        raise ValueError("expected data bits 5-8, parity N/E/O/M/S and stop bits 1-2, e.g. 8N1")
+    return t
+
+
+_serial_format.__doc__ = "e.g. 8N1"
 _clock.__doc__ = "HH:MM"
 _events.__doc__ = "event list"
 _text.__doc__ = "text"
@@ -236,6 +247,58 @@ SETTINGS: tuple[Setting, ...] = (
             "Kinds: kick, loss, washout, packoff, flatline:CHANNEL, spike:CHANNEL, dropout:CHANNEL."),
     Setting("simulator_labels_path", _text, "",
             "File the simulator appends ground-truth event labels to (JSON lines; empty: DATA_DIR/simulator-labels.jsonl)."),
+    # -- rig data source: simulator or WITS0 (docs/DATA.md)
+    Setting("data_source", _choice("simulator", "wits0"), "simulator",
+            "What the 'source' program runs: the simulator, or WITS0 ingest from the rig's recorder (wits0_* settings)."),
+    Setting("wits0_mode", _choice("client", "server", "serial"), "client",
+            "How WITS0 arrives: 'client' connects to the recorder, 'server' waits for it to connect, 'serial' reads a serial port."),
+    Setting("wits0_host", _host, "127.0.0.1",
+            "client: the recorder's address; server: the address to listen on (beyond loopback only with wits0_allow)."),
+    Setting("wits0_port", PORT, "5000",
+            "client: the recorder's WITS0 port; server: the port to listen on."),
+    Setting("wits0_allow", _text, "",
+            "server: comma-separated addresses allowed to connect; required to listen beyond loopback (WITS0 has no authentication)."),
+    Setting("wits0_serial_device", _text, "/dev/ttyS0",
+            "serial: the port the recorder is wired to (or a pyserial URL)."),
+    Setting("wits0_serial_baud", _int_range(50, 4_000_000), "9600",
+            "serial: bits per second."),
+    Setting("wits0_serial_format", _serial_format, "8N1",
+            "serial: data bits, parity (N, E, O, M, S) and stop bits, e.g. 8N1 or 7E1."),
+    Setting("wits0_map", _text, "",
+            "WITS0 mapping file: codes to catalogue channels and the recorder's units (empty: etc/wits0-map.txt beside the package)."),
+    Setting("wits0_keepalive", _text, r"&&\r\n0111-9999\r\n!!\r\n",
+            "Keep-alive sent to the recorder every wits0_keepalive_s (escapes \\r \\n \\t), as some recorders expect; empty: none."),
+    Setting("wits0_keepalive_s", _float_range(0, 3600), "30",
+            "Seconds between keep-alives (0: never)."),
+    Setting("wits0_timeout_s", _float_range(1, 3600), "60",
+            "No byte from the recorder for this long: the connection is taken as dead and made again."),
+    Setting("wits0_reconnect_max_s", _float_range(0.1, 3600), "30",
+            "Longest wait between reconnection attempts (the wait doubles from 0.5 s up to this)."),
+    Setting("wits0_out_enabled", _bool, "false",
+            "rigtel wits0-out: re-serve channels as WITS0 over TCP (false: the program idles)."),
+    Setting("wits0_out_port", PORT, "5001",
+            "rigtel wits0-out: TCP port to listen on (0 picks a free port, for tests)."),
+    Setting("wits0_out_host", _host, "127.0.0.1",
+            "rigtel wits0-out: address to listen on (beyond loopback only with wits0_out_allow)."),
+    Setting("wits0_out_allow", _text, "",
+            "rigtel wits0-out: comma-separated client addresses allowed; required to listen beyond loopback."),
+    Setting("wits0_out_map", _text, "",
+            "rigtel wits0-out: mapping file of the channels sent, their codes, units and decimals (empty: etc/wits0-out-map.txt)."),
+    Setting("wits0_out_interval_s", _float_range(0.1, 3600), "1",
+            "rigtel wits0-out: seconds between frames sent to each client."),
+    # -- spool (sources keep what they published, for the saver to fetch after a loss)
+    Setting("spool_dir", _text, "",
+            "Folder of the sources' spools, one sub-folder per source (empty: DATA_DIR/spool)."),
+    Setting("spool_max_mb", _int_range(1, 1_000_000), "256",
+            "Most disk space each source's spool takes, in MB; the oldest messages go first."),
+    Setting("spool_max_age_h", _float_range(0.01, 8760), "72",
+            "Messages older than this many hours leave the spool (the saver can no longer fetch them)."),
+    Setting("spool_fsync_s", _float_range(0, 3600), "1",
+            "Seconds between flushes of the spool to the disk (fdatasync); a power loss can take this much "
+            "of it. 0: after every message (slow)."),
+    Setting("spool_recovery_wait_s", _float_range(1, 86400), "60",
+            "How long the saver keeps trying to fetch missed messages from a source's spool (waiting for "
+            "the source to come back) before it records them lost and raises a data-gap alert."),
     # -- saver (storage)
     Setting("saver_flush_ms", _int_range(10, 10_000), "100",
             "Longest a received message waits before the saver commits it, in milliseconds."),
@@ -414,6 +477,8 @@ def load(
                 parser.read_file(f)
         except OSError as e:
             raise ConfigError(f"config file {path}: {e.strerror}; pass --config FILE or set RIGTEL_CONFIG") from None
+        except UnicodeDecodeError as e:
+            raise ConfigError(f"config file {path}: not UTF-8 text (byte {e.start}); save it as UTF-8") from None
         except configparser.Error as e:
             raise ConfigError(f"config file {path}: {e}") from None
         for section in parser.sections():
@@ -433,6 +498,8 @@ def load(
             pairs = read_dotenv(dotenv_path)
         except OSError as e:
             raise ConfigError(f".env file {dotenv_path}: {e.strerror}") from None
+        except UnicodeDecodeError as e:
+            raise ConfigError(f".env file {dotenv_path}: not UTF-8 text (byte {e.start}); save it as UTF-8") from None
         for key, value in pairs.items():
             setting = by_env.get(key)
             if setting is None:

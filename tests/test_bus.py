@@ -262,3 +262,21 @@ def wait_raw_connected(raw: zmq.Socket, collector: Collector, timeout: float = 2
         seq += 1
         raw.send_multipart([b"probe", encode("rig-1.raw", "raw", seq, 1, data={})])
         collector.wait_change(0.05)
+
+
+def test_tally_survives_forged_sequence_numbers():
+    """Found by the bus fuzzer: a forged seq near 2^63 once pushed the broker's totals past
+    64 bits, the statistics message could not be written, and the statistics thread died."""
+    import orjson
+
+    from appliance.bus.envelope import encode
+    from appliance.bus.tally import Tally
+
+    tally = Tally()
+    tally.add([b"drilling", encode("rig-1.s", "b", 1, 1, data={})])
+    tally.add([b"drilling", encode("rig-1.s", "b", 2**63 - 1, 1, data={})])
+    tally.add([b"drilling", b'{"v":1,"src":"rig-1.s","boot":"b","seq":9223372036854775808,"ts":1,"data":{}}'])
+    for _ in range(3):
+        body = tally.summary(1.0)
+        assert orjson.loads(orjson.dumps(body))["total_messages"] == 2
+    assert body["malformed"] == 1

@@ -175,6 +175,16 @@ def test_extra_curves_come_in_their_own_units_but_never_under_a_catalogue_name(t
     assert "MDEPTH" in values  # the alias left out is an extra in metres
 
 
+def test_a_repeated_column_name_is_reported_and_never_takes_the_firsts_conversion(tmp_path):
+    p = tmp_path / "x.csv"
+    p.write_text("time,SPPA [psi],SPPA [kPa]\n2026-01-01T00:00:00Z,100,1000\n")
+    log = open_log(str(p))
+    assert [(u.source, u.reason) for u in log.channels.unmapped] == [
+        ("SPPA_2", "a second column named SPPA; the first is used")]
+    assert list(log.rows()) == [(parse_time("2026-01-01T00:00:00Z"), {"SPPA": 100.0})]
+    assert list(log.rows(extra=True))[0][1] == {"SPPA": 100.0, "SPPA_2": 1000.0}
+
+
 # --- CSV variants ---------------------------------------------------------------------
 
 

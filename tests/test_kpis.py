@@ -174,3 +174,58 @@ def test_the_api_answers_and_checks_its_range(tmp_path, rig):
     assert client.get("/api/kpis?from=yesterday").status_code == 400
     empty = client.get(f"/api/kpis?from={T0 - 3_600_000}&to={T0}").json
     assert empty["missing"][0]["reason"] == "no samples in this range"
+
+
+@pytest.fixture(scope="module")
+def predicted(tmp_path_factory, rig):
+    """The same run through the real predictor, its derived channels stored beside the raw ones
+    as the saver stores them (same timestamps, topic `derived`)."""
+    from appliance.predict.engine import Predictor
+
+    predictor = Predictor()
+    derived = []
+    for ts, frame in rig[1]:
+        r = predictor.step(ts, frame)
+        derived.append((ts, {"RIGSTATE": r.derived["RIGSTATE"]}))
+    db = tmp_path_factory.mktemp("kpis-predicted") / "rigtel.db"
+    w = Writer(db)
+    for seq, i in enumerate(range(0, len(derived), 3600), start=1):
+        raw = [(ts, {k: v for k, v in f.items() if k in kpis.CHANNELS}) for ts, f in rig[1][i:i + 3600]]
+        w.commit(Batch([env("drilling", seq, raw), env("derived", seq, derived[i:i + 3600], src="rig-1.predictor")]))
+    w.close()
+    conn = connect_reader(str(db))
+    try:
+        return kpis.kpis_for_range(conn, T0, END)
+    finally:
+        conn.close()
+
+
+def test_the_predictors_rig_state_is_preferred_when_stored(rig, answer, predicted):
+    truth = rig[2]
+    assert predicted["source"] == kpis.PREDICTOR_SOURCE
+    by_state = predicted["time_by_rig_state"]
+    assert sum(by_state.values()) == pytest.approx(HOURS, abs=0.01)
+    model_drilling_h = truth["drilling"].sum() / 3600
+    assert by_state.get("rotary_drilling", 0) + by_state.get("slide_drilling", 0) == pytest.approx(model_drilling_h,
+                                                                                                    rel=0.05)
+    assert predicted["time_by_activity"]["drilling_h"] == pytest.approx(model_drilling_h, rel=0.05)
+    # the same connections as the model's, slip to slip within a few seconds
+    in_conn = (truth["activity"] == "connection") & truth["slips"]
+    expected = [(int(truth["ts"][a]), (b - a) * 1.0) for a, b in kpis.runs(in_conn)]
+    found = predicted["connections"]
+    assert len(found) == len(expected), (found, expected)
+    for c, (start, seconds) in zip(found, expected):
+        assert abs(c["start"] - start) <= 5000 and abs(c["duration_s"] - seconds) <= 6, (c, start, seconds)
+        assert c["weight_to_weight_s"] is not None and 100 < c["weight_to_weight_s"] < 420
+    assert [t["direction"] for t in predicted["trips"]] == ["out", "in"]
+    assert len([s for s in predicted["rop_per_stand"] if not s["partial"]]) >= 3
+
+
+def test_a_rig_state_that_covers_too_little_falls_back_to_the_estimate(rig):
+    ts = np.array([t for t, _ in rig[1][:7200]], dtype=float)
+    channels = {k: np.array([f.get(k, np.nan) for _, f in rig[1][:7200]]) for k in ("DBTM", "DMEA", "HKLA", "MFIA")}
+    channels["RIGSTATE"] = np.full(len(ts), np.nan)
+    channels["RIGSTATE"][:100] = 1.0
+    a = kpis.compute(ts, channels, T0, T0 + 7_200_000)
+    assert a["source"] == kpis.SOURCE and a["time_by_rig_state"] is None
+    assert any("covers less than 90%" in n for n in a["notes"])

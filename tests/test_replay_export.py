@@ -49,6 +49,19 @@ def test_replay_of_the_csv_fixture_stores_its_values_and_dead_letters_its_bad_ro
     assert saver.stop() == 0
 
 
+def test_replay_extras_go_to_their_own_topic_in_the_files_units(broker, tmp_path):
+    db = tmp_path / "rigtel.db"
+    saver = start_saver(broker, tmp_path, db)
+    replay(broker, tmp_path, str(FIXTURES / "sim-si.csv"), "--speed", "max", "--original-time", "--extras", "vendor")
+    wait_rows(db, "SELECT topic, unit FROM channels WHERE name = 'vendor.SHAKER_LOAD'", [("vendor", "")])
+    cid = rows(db, "SELECT id FROM channels WHERE name = 'vendor.SHAKER_LOAD'")[0][0]
+    # every row with a readable time carries it, even the one whose catalogue channels are all null
+    wait_rows(db, f"SELECT count(c{cid}), min(c{cid}), max(c{cid}) FROM samples", [(298, 12.5, 12.5)])
+    sppa = rows(db, "SELECT id FROM channels WHERE name = 'SPPA'")[0][0]
+    assert rows(db, f"SELECT count(c{sppa}) FROM samples") == [(297,)]
+    assert saver.stop() == 0
+
+
 def test_replay_of_a_depth_log_runs_on_a_synthetic_clock_from_now(broker, tmp_path):
     db = tmp_path / "rigtel.db"
     saver = start_saver(broker, tmp_path, db)

@@ -17,7 +17,8 @@ import pytest
 
 from tests.conftest import clean_env
 
-PROGRAMS = {"broker", "saver", "predictor", "simulator", "logger", "maintenance", "web"}
+PROGRAMS = {"broker", "saver", "predictor", "source", "logger", "maintenance", "web", "wits0-out",
+            "program-alerts"}
 
 
 def free_ports(n: int) -> list[int]:

@@ -65,6 +65,22 @@ def test_bad_values_are_dead_lettered_and_good_ones_kept(tmp_path):
     assert orjson.loads(payload) == {"ts": T0, "SPPA": -50.0}
 
 
+def test_source_rejects_become_dead_letters_with_their_reason_and_bytes(tmp_path):
+    w = Writer(tmp_path / "t.db")
+    stats = w.commit(Batch([env("reject", 1, [
+        (T0, {"reason": "WITS0 not a WITS0 line", "input": "\x00\xffnoise"}),
+        (T0 + 1, {"reason": "replay: time not readable", "input": "log.csv:41: yesterday,1,2"}),
+        (T0 + 2, {"input": {"odd": 1}}),
+    ], src="rig-1.wits0")]))
+    assert stats.dead_letters == 3 and stats.values == 0
+    rows = w.db.execute("SELECT received_ms, topic, src, seq, reason, size, payload FROM dead_letters "
+                        "ORDER BY id").fetchall()
+    assert rows[0] == (T0, "reject", "rig-1.wits0", 1, "WITS0 not a WITS0 line", 7, b"\x00\xffnoise")
+    assert rows[1][4:] == ("replay: time not readable", 25, b"log.csv:41: yesterday,1,2")
+    assert rows[2][4] == "refused by the source (no reason given)" and rows[2][6] == b'{"odd":1}'
+    assert w.db.execute("SELECT count(*) FROM events").fetchone() == (0,)
+
+
 def test_custom_payloads_go_to_events_and_alerts_to_alerts(tmp_path):
     w = Writer(tmp_path / "t.db")
     w.commit(Batch([
@@ -207,3 +223,29 @@ def test_a_second_value_for_a_channel_at_the_same_millisecond_is_refused_not_swa
                        f"DMEA: a value at ts {T0} is already stored; this one (5200) was not"]
     (count,) = w.db.execute("SELECT sum(count) FROM rollup_1m WHERE channel_id = ?", (int(cols["DMEA"][1:]),)).fetchone()
     assert count == 2  # T0 once, T0 + 1000: the roll-ups agree with the raw rows
+
+
+def test_late_recovered_frames_are_stored_once_with_exact_roll_ups(tmp_path):
+    """Frames fetched from a spool arrive after newer ones: they are stored, roll-ups stay
+    exact, and the newest stored time per channel is not lowered by them (else the next
+    batch would skip the collision check and overwrite stored values)."""
+    w = Writer(tmp_path / "t.db")
+    live = [(T0 + 60_000 + i * 100, {"DMEA": 6000.0 + i}) for i in range(600)]  # minute 1
+    w.commit(Batch([env("drilling", 101, live)]))
+    late = [(T0 + i * 100, {"DMEA": 5000.0 + i}) for i in range(1200)]  # minutes 0 and 1, interleaved
+    late = [(t + 50, d) if t >= T0 + 60_000 else (t, d) for t, d in late]
+    stats = w.commit(Batch([env("drilling", i + 1, [f]) for i, f in enumerate(late[:100])]
+                           + [env("drilling", 1000, late[100:])]))
+    assert stats.dead_letters == 0
+    assert w.db.execute("SELECT count(*) FROM samples").fetchone() == (1800,)
+    minute1 = w.db.execute("SELECT count, min, max, last, last_ts FROM rollup_1m WHERE bucket = ?",
+                           (T0 + 60_000,)).fetchone()
+    assert minute1 == (1200, 5600.0, 6599.0, 6199.0, T0 + 60_000 + 599 * 100 + 50)  # the latest is a late one
+    assert w.db.execute("SELECT sum(count) FROM rollup_1h").fetchone() == (1800,)
+    # a batch of only older frames, then a repeat of a live value: still refused, not written over it
+    assert w.commit(Batch([env("drilling", 1999, [(T0 + 5, {"DMEA": 4999.0})])])).dead_letters == 0
+    stats = w.commit(Batch([env("drilling", 2000, [(T0 + 60_000 + 599 * 100, {"DMEA": 1.0})])]))
+    assert stats.dead_letters == 1
+    (column,) = w.db.execute("SELECT 'c' || id FROM channels WHERE name = 'DMEA'").fetchone()
+    assert w.db.execute(f"SELECT {column} FROM samples WHERE ts = ?", (T0 + 60_000 + 599 * 100,)).fetchone() == (6599.0,)
+    w.close()

@@ -1,7 +1,12 @@
-"""Performance KPIs estimated from raw channels: connections, trips, ROP per stand, time by
-activity, and non-productive stretches.
+"""Performance KPIs: connections, trips, ROP per stand, time by activity and by rig state, and
+non-productive stretches.
 
-The rig-state predictor does not run yet, so every sample is classified here by simple,
+Where the predictor ran, its rig state (the derived channel RIGSTATE, stored by the saver)
+says which samples are drilling and which are in the slips, and `time_by_rig_state` gives
+the hours per state; depths, trips and the rest still come from the raw channels. The
+predictor's state is used when it covers at least MIN_STATE_COVERAGE of the range's
+samples (a state counts for a sample up to STATE_HOLD_S after it was published);
+otherwise, and for ranges from before the predictor ran, every sample is classified here by simple,
 physically grounded rules on bit depth (DBTM), hole depth (DMEA), hookload (HKLA), flow in
 (MFIA, or pump strokes SPM1-3) and rotary speed (RPMA). Every answer says it is an estimate,
 and a KPI that a missing channel makes impossible is named in `missing` with the reason;
@@ -43,6 +48,9 @@ import numpy as np
 from appliance.store import read
 
 SOURCE = "estimated from raw channels (predictor not running)"
+PREDICTOR_SOURCE = "the predictor's rig state (RIGSTATE), depths from raw channels"
+MIN_STATE_COVERAGE = 0.9
+STATE_HOLD_S = 10.0
 
 STAND_FT = 90.0  # a stand of three joints
 ON_BOTTOM_FT = 1.0  # bit this close to hole depth is on bottom
@@ -70,7 +78,7 @@ MIN_STAND_DRILLED_FT = 1.0  # stands with less new hole are not listed
 MAX_RANGE_MS = 7 * 86_400_000
 MAX_ROWS = 1_000_000
 
-CHANNELS = ("DBTM", "DMEA", "HKLA", "MFIA", "SPM1", "SPM2", "SPM3", "RPMA")
+CHANNELS = ("DBTM", "DMEA", "HKLA", "MFIA", "SPM1", "SPM2", "SPM3", "RPMA", "RIGSTATE")
 ACTIVITIES = ("drilling", "connection", "tripping_in", "tripping_out", "circulating", "other")
 DRILLING, CONNECTION, TRIP_IN, TRIP_OUT, CIRCULATING, OTHER = range(len(ACTIVITIES))
 
@@ -151,6 +159,44 @@ def slips_threshold_klbf(hookload_klbf: np.ndarray) -> float | None:
     if hanging - block < MIN_SLIPS_CONTRAST_KLBF:
         return None
     return block + SLIPS_FRACTION * (hanging - block)
+
+
+def predictor_states(ts_ms: np.ndarray, channels: dict[str, np.ndarray]) -> np.ndarray | None:
+    """The predictor's rig-state code per sample (held up to STATE_HOLD_S), or None when it
+    covers less than MIN_STATE_COVERAGE of the samples."""
+    raw = channels.get("RIGSTATE")
+    if raw is None or len(ts_ms) == 0:
+        return None
+    have = ~np.isnan(raw)
+    if not have.any():
+        return None
+    idx = np.where(have, np.arange(len(raw)), -1)
+    np.maximum.accumulate(idx, out=idx)
+    known = (idx >= 0) & (ts_ms - ts_ms[np.maximum(idx, 0)] <= STATE_HOLD_S * 1000.0)
+    if known.mean() < MIN_STATE_COVERAGE:
+        return None
+    codes = np.where(known, raw[np.maximum(idx, 0)], 0.0)  # 0: unknown
+    return np.nan_to_num(codes, nan=0.0).astype(np.int16)
+
+
+def hours_by_state(codes: np.ndarray, dur_s: np.ndarray) -> dict[str, float]:
+    """Hours per rig-state name (appliance.predict.states), largest first."""
+    from appliance.predict.states import name_of
+
+    hours: dict[str, float] = {}
+    for code in np.unique(codes):
+        hours[name_of(float(code))] = hours.get(name_of(float(code)), 0.0) + float(dur_s[codes == code].sum()) / 3600.0
+    return {k: round(v, 4) for k, v in sorted(hours.items(), key=lambda kv: -kv[1])}
+
+
+def runs_longer_than(ts_ms: np.ndarray, mask: np.ndarray, min_s: float) -> np.ndarray:
+    """`mask` without its runs shorter than `min_s` seconds."""
+    out = mask.copy()
+    for a, b in runs(mask):
+        end = ts_ms[b] if b < len(ts_ms) else ts_ms[-1]
+        if (end - ts_ms[a]) / 1000.0 < min_s:
+            out[a:b] = False
+    return out
 
 
 def slips_mask(ts_ms: np.ndarray, bit_ft: np.ndarray, hookload_klbf: np.ndarray, drilling: np.ndarray,
@@ -332,7 +378,8 @@ def npt(ts_ms: np.ndarray, bit_ft: np.ndarray, hole_ft: np.ndarray, cls: np.ndar
 def empty_answer(start_ms: int, end_ms: int) -> dict[str, Any]:
     return {"source": SOURCE, "from": start_ms, "to": end_ms, "samples": 0, "thresholds": thresholds(None),
             "connections": [], "connection_summary": None, "trips": [], "tripping_speed": None,
-            "rop_per_stand": [], "time_by_activity": None, "npt": [], "missing": [], "notes": []}
+            "rop_per_stand": [], "time_by_activity": None, "time_by_rig_state": None, "npt": [],
+            "missing": [], "notes": []}
 
 
 def thresholds(slips_klbf: float | None) -> dict[str, Any]:
@@ -364,18 +411,31 @@ def compute(ts_ms: np.ndarray, channels: dict[str, np.ndarray], start_ms: int, e
         ans["notes"].append(f"bit depth jumped faster than {MAX_BIT_SPEED_FT_S:g} ft/s {jumps} time(s) "
                             "(a depth reset or a glitch): not counted as movement")
     dur = sample_durations_s(ts, end_ms)
-    drilling = drilling_mask(ts, bit, hole)
+    states = predictor_states(ts, channels)
     hookload = fill(channels["HKLA"]) if "HKLA" in channels else None
     rpm = fill(channels["RPMA"]) if "RPMA" in channels else None
     slips: np.ndarray | None = None
     connections: list[dict[str, Any]] = []
-    if hookload is None:
-        for kpi in ("connections", "rop_per_stand", "tripping_speed.running_ft_h"):
-            missing.append({"kpi": kpi, "reason": "no hookload channel (HKLA): in-slips periods cannot be found"})
-    else:
-        slips, threshold = slips_mask(ts, bit, hookload, drilling, rpm)
-        ans["thresholds"] = thresholds(threshold)
+    if states is not None:
+        from appliance.predict.states import CODE
+
+        ans["source"] = PREDICTOR_SOURCE
+        ans["time_by_rig_state"] = hours_by_state(states, dur)
+        drilling = np.isin(states, (CODE["rotary_drilling"], CODE["slide_drilling"]))
+        slips = runs_longer_than(ts, states == CODE["in_slips"], SLIPS_MIN_S)
         connections = find_connections(ts, bit, hole, slips, drilling, dur)
+    else:
+        if "RIGSTATE" in channels:
+            ans["notes"].append(f"the predictor's rig state covers less than {MIN_STATE_COVERAGE:.0%} of this "
+                                "range: activities estimated from raw channels")
+        drilling = drilling_mask(ts, bit, hole)
+        if hookload is None:
+            for kpi in ("connections", "rop_per_stand", "tripping_speed.running_ft_h"):
+                missing.append({"kpi": kpi, "reason": "no hookload channel (HKLA): in-slips periods cannot be found"})
+        else:
+            slips, threshold = slips_mask(ts, bit, hookload, drilling, rpm)
+            ans["thresholds"] = thresholds(threshold)
+            connections = find_connections(ts, bit, hole, slips, drilling, dur)
     pumps = pumps_on_mask(channels)
     if pumps is None:
         missing.append({"kpi": "time_by_activity.circulating",
@@ -386,7 +446,7 @@ def compute(ts_ms: np.ndarray, channels: dict[str, np.ndarray], start_ms: int, e
     w2w = [c["weight_to_weight_s"] for c in connections if c["weight_to_weight_s"] is not None]
     for c in connections:
         del c["_span"]
-    if hookload is not None:
+    if hookload is not None or states is not None:
         ans["connections"] = connections
         ans["connection_summary"] = {"count": len(connections), "median_s": _percentile(durations, 50),
                                      "p90_s": _percentile(durations, 90),

@@ -120,8 +120,11 @@ class Broker:
                 now = time.monotonic()
                 if now - last_stats >= cfg.bus_stats_s:
                     interval, last_stats = now - last_stats, now
-                    pub.publish(STATS_TOPIC, {"program": "broker", "interval_s": round(interval, 3),
-                                              "uptime_s": round(now - started, 3), **tally.summary(interval)})
+                    try:
+                        pub.publish(STATS_TOPIC, {"program": "broker", "interval_s": round(interval, 3),
+                                                  "uptime_s": round(now - started, 3), **tally.summary(interval)})
+                    except (ValueError, TypeError) as e:  # never let odd traffic end the statistics
+                        log.error("cannot publish the bus statistics: %s", e)
                     release_freed_memory()  # what a backlog toward a slow subscriber left
         except zmq.ContextTerminated:
             pass

@@ -10,6 +10,10 @@ Caveats, as with any ZeroMQ PUB socket:
 - Messages sent before a subscriber's subscription has reached the broker are lost (the
   "slow joiner"): a fresh publisher should not assume its first messages are seen.
 - A Publisher belongs to the thread that created it; make one per thread.
+- With `spool=True` every message (except `sys.*`) is also written to the source's spool
+  (appliance.bus.spool) and served back to the saver when it missed some: pass it for any
+  source whose data must not be lost (the simulator, WITS0, file replay). One process per
+  source id may spool.
 """
 
 from __future__ import annotations
@@ -18,13 +22,16 @@ import os
 import socket
 import time
 import uuid
-from typing import Any, Iterable
+from typing import TYPE_CHECKING, Any, Iterable
 
 import zmq
 
 from appliance.bus.envelope import MAX_TS, check_finite, check_topic, encode
 from appliance.config import Config, load
 from appliance.ops.runtime import tcp_endpoint
+
+if TYPE_CHECKING:
+    from appliance.bus.spool import Spool, SpoolServer
 
 
 SNDMORE = int(zmq.SNDMORE)
@@ -46,10 +53,13 @@ class Publisher:
     name: this source's name; the source id on the bus is `<rig_id>.<name>`, unique across
     a fleet. Without a name, one is made from the host name and process id.
     endpoint: where to connect; by default the broker's frontend from the settings.
+    spool: keep what is published in a durable spool under `spool_dir` and serve it back to
+    the saver after a loss (see appliance.bus.spool); `self.spool_endpoint` is then where.
     """
 
     def __init__(self, name: str | None = None, *, endpoint: str | None = None,
-                 settings: Config | None = None, context: zmq.Context | None = None) -> None:
+                 settings: Config | None = None, context: zmq.Context | None = None,
+                 spool: bool = False) -> None:
         cfg = settings or load()
         self.src = f"{cfg.rig_id}.{name or f'{socket.gethostname()}-{os.getpid()}'}"
         self.boot = uuid.uuid4().hex[:16]
@@ -64,6 +74,25 @@ class Publisher:
         self._socket.connect(self.endpoint)
         self.sent = 0
         self.sent_bytes = 0
+        self.spool: Spool | None = None
+        self._spool_server: SpoolServer | None = None
+        self.spool_endpoint = ""
+        if spool:
+            try:
+                self._start_spool(cfg)
+            except BaseException:
+                self._socket.close()
+                raise
+
+    def _start_spool(self, cfg: Config) -> None:
+        from appliance.bus.spool import Spool, SpoolServer, folder_name
+
+        folder = os.path.join(cfg.spool_dir or os.path.join(cfg.data_dir, "spool"), folder_name(self.src))
+        self.spool = Spool(folder, self.boot, max_bytes=cfg.spool_max_mb * 1024 * 1024,
+                           max_age_s=cfg.spool_max_age_h * 3600, fsync_s=cfg.spool_fsync_s)
+        self._spool_server = SpoolServer(self.spool, self.src, self.boot, self.endpoint, self._context,
+                                         cfg.bus_heartbeat_s).start()
+        self.spool_endpoint = self._spool_server.endpoint
 
     def publish(self, topic: str, data: dict[str, Any], ts: int | None = None) -> int:
         """Publish one frame of `data` at `ts` (UTC epoch ms, default now); returns its seq.
@@ -111,12 +140,20 @@ class Publisher:
         # two send() calls with int flags: half the cost of send_multipart's enum arithmetic
         self._socket.send(raw_topic, SNDMORE)
         self._socket.send(payload)
+        if self.spool is not None and not topic.startswith("sys."):
+            self.spool.append(topic, raw_topic, seq, payload)
         self._seq[topic] = seq
         self.sent += 1
         self.sent_bytes += size
         return seq
 
     def close(self) -> None:
+        if self._spool_server is not None:
+            self._spool_server.stop()
+            self._spool_server = None
+        if self.spool is not None:
+            self.spool.close()
+            self.spool = None
         self._socket.close()
 
     def __enter__(self) -> "Publisher":

@@ -10,6 +10,9 @@ from dataclasses import dataclass
 from enum import Enum
 
 
+ENDED_KEPT = 1000
+
+
 class Verdict(Enum):
     FIRST = "first"  # first message seen from this stream: nothing to compare with
     NEXT = "next"  # exactly the expected number
@@ -42,6 +45,9 @@ class SequenceTracker:
     def __init__(self) -> None:
         self.last: dict[tuple[str, str, str], int] = {}
         self.boots: dict[tuple[str, str], str] = {}  # (src, topic) -> current boot
+        # where the streams of replaced boots ended, newest last (bounded), for a saver
+        # that fetches their missing tail from the source's spool
+        self.ended: dict[tuple[str, str, str], int] = {}
         self.gaps = 0
         self.lost = 0
         self.restarts = 0
@@ -56,7 +62,11 @@ class SequenceTracker:
             self.last[key] = seq
             if previous_boot is not None and previous_boot != boot:
                 # the old boot's stream is over; forgetting it keeps memory bounded
-                self.last.pop((src, previous_boot, topic), None)
+                ended = self.last.pop((src, previous_boot, topic), None)
+                if ended is not None:
+                    self.ended[(src, previous_boot, topic)] = ended
+                    if len(self.ended) > ENDED_KEPT:
+                        del self.ended[next(iter(self.ended))]
                 self.restarts += 1
                 return Verdict.RESTART, None
             return Verdict.FIRST, None

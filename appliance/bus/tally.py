@@ -17,6 +17,11 @@ from typing import Any
 import orjson
 
 FORGET_AFTER = 12  # intervals a stream may stay silent before it is forgotten
+MAX_SEQ = 2**63 - 1
+# More messages than this between two samples of a stream is a forged or corrupt seq (a
+# stream would need millions per second), counted as one rather than trusted: the totals
+# must stay within 64 bits for the statistics message to be written at all.
+MAX_JUMP = 10_000_000
 # The start of an envelope as appliance.bus.envelope.encode writes it: read the stream's
 # ids there instead of parsing the whole message (a 100-frame batch is ~40 kB of JSON).
 # Anything else, escaped strings included, is parsed in full.
@@ -58,6 +63,9 @@ class Tally:
             except (orjson.JSONDecodeError, KeyError, TypeError):
                 self.malformed += 1
                 return
+        if not 1 <= seq <= MAX_SEQ:
+            self.malformed += 1
+            return
         size = len(parts[0]) + len(parts[1])
         self.sampled[topic] += 1
         self.sampled_bytes[topic] += size
@@ -68,6 +76,8 @@ class Tally:
             count = 1
         else:
             count = max(seq - stream[0], 0)  # 0 for a repeated or late message
+            if count > MAX_JUMP:
+                count = 1
             if seq > stream[0]:
                 stream[0] = seq
             stream[1] = 0

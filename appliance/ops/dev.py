@@ -98,7 +98,7 @@ def main(argv: Sequence[str]) -> int:
     print(f"""
 Drilling telemetry appliance, development prefix {layout.root}
   dashboard: http://{cfg.web_host}:{cfg.web_port}/   (loopback only, no login yet: HTTPS and users come next)
-  programs:  broker, saver, predictor, web, simulator, logger, maintenance (supervisord, restarted when they exit)
+  programs:  broker, saver, predictor, web, source (simulator), logger, maintenance, wits0-out (supervisord, restarted when they exit)
   database:  {cfg.database_path}
   status:    make status     (or: {supervisorctl} status)
   logs:      {layout.log_dir}/<program>.log   e.g. tail -f {layout.log_dir}/logger.log

@@ -76,6 +76,7 @@ def render_supervisord_conf(template: str, layout: Layout, python: str,
         "run_dir": str(layout.run_dir),
         "socket_owner_line": f"chown = root:{group}" if group else "",
         "program_common": PROGRAM_COMMON.format(user_line=user_line),
+        "user_line": user_line,
     }
     # substitute() (not safe_substitute) so a misspelt placeholder fails loudly
     return string.Template(template).substitute(values)

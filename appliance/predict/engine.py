@@ -29,6 +29,7 @@ from appliance.predict.anomaly import AnomalyWatch
 from appliance.predict.derive import Inputs, Mechanics
 from appliance.predict.dysfunction import DysfunctionWatch
 from appliance.predict.flow import FlowWatch
+from appliance.predict.models import MODEL_CHANNELS, Models
 from appliance.predict.params import PredictorParams
 from appliance.predict.sensors import SensorGuard
 from appliance.predict.thresholds import Limits, ThresholdWatch, parse_limits
@@ -40,7 +41,7 @@ THRESHOLD_TOPIC = "control.thresholds"
 REWIND_MS = 60_000  # data this far behind the newest seen starts a new time line
 
 # derived channels the engine may publish, with unit and description (see the catalogue)
-DERIVED = ("RIGSTATE", "ONBOTTOM", "ROPC", "MSE", "ECD", "FLOWDIFF", "PITDEV", "SPPDEV")
+DERIVED = ("RIGSTATE", "ONBOTTOM", "ROPC", "MSE", "ECD", "FLOWDIFF", "PITDEV", "SPPDEV", *MODEL_CHANNELS)
 
 
 class StepResult(NamedTuple):
@@ -69,6 +70,7 @@ class Predictor:
         self.hydraulics = hydraulics.HydraulicsWatch(p)
         self.dysfunction = DysfunctionWatch(p)
         self.anomaly = AnomalyWatch(p)
+        self.models = Models(target_depth_ft=p.target_depth_ft)  # predicted ROP, pit trend, ETA
         self.latest: dict[str, tuple[float, float]] = {}  # channel -> (t_s, value)
         self.sums: dict[str, list[float]] = {}  # channel -> [sum, count] this second
         self.last_ms: int | None = None
@@ -138,6 +140,7 @@ class Predictor:
                        else "pumps changing" if self.flow.transient else None)
         h_slow, h_conds = self.hydraulics.update(inputs, means, dt, self.flow, self.guard)
         slow.update(h_slow)
+        slow.update(self.models.step(ts_ms, means, inputs.state, derived.get("ROPC")))
         conditions += h_conds
         conditions += self.dysfunction.update(inputs, means, derived, self.book)
         conditions += self.anomaly.update(t, inputs, means, pumps_quiet, self.book)

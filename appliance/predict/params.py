@@ -69,6 +69,8 @@ class PredictorParams:
     flood_alarms: int = 10  # alarms raised within flood_window_s that make a flood (EEMUA 191)
     flood_window_s: float = 600.0
     chatter_s: float = 120.0  # an alarm raised again this soon after clearing is chattering
+    # -- models
+    target_depth_ft: float = 0.0  # ETA_TD: hours to this hole depth at the recent rate (0: no target)
     derived_hz: float = 1.0  # how often the program publishes derived frames (also on state changes)
 
     def replace(self, **changes: Any) -> "PredictorParams":

@@ -247,10 +247,29 @@ _TIME_AGAIN = {"TS_MS", "EPOCH_MS", "TIME_MS"}  # the time in a second column (o
 def _finish(log: RecordedLog, curves: list[tuple[str, str]], index_pos: int,
             mapping: TMapping[str, str]) -> RecordedLog:
     """Map the non-index curves, and for depth logs the index itself to DMEA."""
-    others = [(m, u) for i, (m, u) in enumerate(curves) if i != index_pos and m.upper() not in _TIME_AGAIN]
+    # a name used twice: the later columns get a name of their own and are reported, so the
+    # first column's conversion is never applied to another's cells
+    seen: dict[str, int] = {}
+    renamed: list[tuple[str, str, str]] = []  # (new name, unit, original)
+    unique = []
+    for i, (m, u) in enumerate(curves):
+        key = m.upper()
+        if key in seen and i != index_pos:
+            seen[key] += 1
+            unique.append((f"{m}_{seen[key]}", u))
+            renamed.append((unique[-1][0], u, m))
+        else:
+            seen.setdefault(key, 1)
+            unique.append((m, u))
+    curves = unique
+    skip = {name for name, _, _ in renamed}
+    others = [(m, u) for i, (m, u) in enumerate(curves)
+              if i != index_pos and m.upper() not in _TIME_AGAIN and m not in skip]
     log.channels = resolve(others, mapping)
     log.channels.unmapped.extend(Unmapped(m, u, "the time again; the first column is the time used")
                                  for i, (m, u) in enumerate(curves) if i != index_pos and m.upper() in _TIME_AGAIN)
+    log.channels.unmapped.extend(Unmapped(name, u, f"a second column named {original}; the first is used")
+                                 for name, u, original in renamed)
     log._columns = {m: i for i, (m, _) in enumerate(curves) if i != index_pos}
     log._index_column = index_pos
     if log.index == "depth":

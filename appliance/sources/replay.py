@@ -14,7 +14,8 @@ in batches. Depth-indexed logs get the synthetic clock of `--depth-step` seconds
 
 Rows the reader skips (unreadable time, time going back, a cell that is not a number)
 are dead-lettered on the `reject` topic — the first MAX_REJECTS_KEPT of them, all counted —
-and the curves that map to no catalogue channel are listed at the start.
+and the curves that map to no catalogue channel are listed at the start; `--extras TOPIC`
+publishes those that are numeric on a topic of their own, in the file's units.
 """
 
 from __future__ import annotations
@@ -72,8 +73,11 @@ def wait_for_bus(publisher: Publisher, cfg: Config, timeout_s: float, stop: Stop
 
 class Replay:
     def __init__(self, cfg: Config, rec: RecordedLog, publisher: Publisher, stop: StopSignal,
-                 speed: float | None, original_time: bool) -> None:
+                 speed: float | None, original_time: bool, extras_topic: str | None = None) -> None:
         self.rec = rec
+        self.extras_topic = extras_topic
+        self.catalogue_names = {m.channel for m in rec.channels.mapped.values()}
+        self.extras: list[tuple[int, dict[str, float]]] = []
         self.publisher = publisher
         self.stop = stop
         self.speed = speed  # None: as fast as possible
@@ -106,13 +110,18 @@ class Replay:
             self.publisher.publish_batch(DATA_TOPIC, batch)
         if batch:
             self.messages += 1
+        if self.extras:
+            for i in range(0, len(self.extras), self.batch_frames):
+                self.publisher.publish_batch(self.extras_topic, self.extras[i:i + self.batch_frames])
+            self.extras.clear()
         if self.rejects:
             for i in range(0, len(self.rejects), 200):
                 self.publisher.publish_batch(REJECT_TOPIC, self.rejects[i:i + 200])
             self.rejects.clear()
 
     def run(self) -> int:
-        rows = self.rec.rows(on_bad=self._on_bad)
+        rows = self.rec.rows(on_bad=self._on_bad, extra=self.extras_topic is not None)
+        names = self.catalogue_names
         first_ts: int | None = None
         offset = 0
         wall0 = time.monotonic()
@@ -140,6 +149,13 @@ class Replay:
                         self.stop.wait(min(left, self.heartbeat.seconds_to_next() + 0.001, 1.0))
                     if self.stop.is_set():
                         break
+            if self.extras_topic is not None:
+                extra = {k: v for k, v in values.items() if k not in names}
+                if extra:
+                    self.extras.append((ts + offset, extra))
+                    values = {k: v for k, v in values.items() if k in names}
+                if not values:
+                    continue
             batch.append((ts + offset, values))
             self.rows += 1
             if len(batch) >= self.batch_frames:
@@ -201,6 +217,10 @@ def main(argv: Sequence[str]) -> int:
                         help="depth-indexed logs: seconds of the synthetic clock per row (default 1)")
     parser.add_argument("--map", action="append", default=[], metavar="SOURCE=CHANNEL",
                         help="map a curve to a catalogue channel (or SOURCE= to leave it out); repeatable")
+    parser.add_argument("--extras", metavar="TOPIC",
+                        help="also publish the numeric curves that are not catalogue channels, in the file's "
+                             "units, on TOPIC (the saver stores them as TOPIC.MNEMONIC), e.g. Volve's "
+                             "RigActivityCode for scoring rig-state detection")
     parser.add_argument("--name", default="replay", help="source name on the bus (default 'replay': "
                                                           "source id <rig_id>.replay)")
     parser.add_argument("--check", action="store_true",
@@ -212,6 +232,11 @@ def main(argv: Sequence[str]) -> int:
         parser.error(str(e))
     if args.depth_step <= 0:
         parser.error("--depth-step must be above 0")
+    if args.extras is not None and (args.extras in ("drilling", "derived", "alert", "reject")
+                                    or args.extras.startswith("sys") or not args.extras.strip()
+                                    or any(c.isspace() for c in args.extras)):
+        parser.error("--extras needs a topic of its own (not drilling, derived, alert, reject or sys.*), "
+                     "without spaces, e.g. --extras volve")
     cfg = load_settings(args)
     configure_logging(cfg, "replay")
     try:
@@ -242,7 +267,7 @@ def main(argv: Sequence[str]) -> int:
             log.info("ready: replaying %s as %s at speed %s%s", args.file, publisher.src,
                      "max" if args.speed is None else f"{args.speed:g}",
                      " with the file's own times" if args.original_time else "")
-            code = Replay(cfg, rec, publisher, stop, args.speed, args.original_time).run()
+            code = Replay(cfg, rec, publisher, stop, args.speed, args.original_time, args.extras).run()
         if stop.signal_name:
             log.info("stopped (%s)", stop.signal_name)
         return code

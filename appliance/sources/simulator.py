@@ -233,7 +233,7 @@ def main(argv: Sequence[str]) -> int:
 
     context = zmq.Context()
     try:
-        with labels, Publisher("simulator", settings=cfg, context=context) as publisher:
+        with labels, Publisher("simulator", settings=cfg, context=context, spool=True) as publisher:
             code = Simulation(cfg, events, publisher, labels, duration_s).run(stop)
         log.info("stopped%s", f" ({stop.signal_name})" if stop.signal_name else "")
         return code

@@ -15,8 +15,8 @@ data is exported in constant memory.
   and `logData` rows; units in WITSML spelling (`1/min`, `galUS/min`, `lbm/galUS`); an
   empty cell for a missing value.
 
-Values are written in their shortest exact decimal form (Python's repr), so a re-import
-gets back the very same floats.
+Values are written in their shortest exact decimal form (Python's repr; values are floats
+or ints), so a re-import gets back the very same floats.
 """
 
 from __future__ import annotations
@@ -38,14 +38,20 @@ WITSML_UOM = {"spm": "1/min", "gpm": "galUS/min", "ppg": "lbm/galUS"}
 Row = tuple[int, Sequence[float | None]]
 
 
+_DAY: tuple[int, str] = (-1, "")  # the last day formatted: one datetime per day, not per row
+
+
 def iso_ms(ts_ms: int) -> str:
     """UTC ISO 8601 with milliseconds and a Z: 2026-11-29T23:12:00.123Z."""
-    dt = datetime.fromtimestamp(ts_ms // 1000, tz=timezone.utc)
-    return f"{dt:%Y-%m-%dT%H:%M:%S}.{ts_ms % 1000:03d}Z"
-
-
-def _num(v: float | None, null: str = "") -> str:
-    return null if v is None else repr(float(v))
+    global _DAY
+    secs, ms = divmod(ts_ms, 1000)
+    day, sod = divmod(secs, 86400)
+    cached = _DAY  # read once: another thread may replace it (the tuple swap is atomic)
+    if cached[0] != day:
+        cached = _DAY = (day, datetime.fromtimestamp(day * 86400, tz=timezone.utc).strftime("%Y-%m-%dT"))
+    h, rem = divmod(sod, 3600)
+    m, s = divmod(rem, 60)
+    return f"{cached[1]}{h:02d}:{m:02d}:{s:02d}.{ms:03d}Z"
 
 
 def _description(name: str) -> str:
@@ -57,7 +63,7 @@ def csv_text(columns: Sequence[tuple[str, str]], rows: Iterable[Row], **_: objec
     """CSV, piece by piece."""
     yield ",".join(["time_utc", "ts_ms", *(f"{n} [{u}]" if u else n for n, u in columns)]) + "\r\n"
     for ts, values in rows:
-        yield f"{iso_ms(ts)},{ts}," + ",".join(_num(v) for v in values) + "\r\n"
+        yield f"{iso_ms(ts)},{ts}," + ",".join(["" if v is None else repr(v) for v in values]) + "\r\n"
 
 
 def _las_line(mnemonic: str, unit: str, value: str, description: str) -> str:
@@ -91,7 +97,7 @@ def las_text(columns: Sequence[tuple[str, str]], rows: Iterable[Row], start_ms: 
     ]
     yield "".join(head)
     for ts, values in rows:
-        yield f"{ts / 1000:.3f} " + " ".join(_num(v, LAS_NULL) for v in values) + "\n"
+        yield f"{ts / 1000:.3f} " + " ".join([LAS_NULL if v is None else repr(v) for v in values]) + "\n"
 
 
 def witsml_text(columns: Sequence[tuple[str, str]], rows: Iterable[Row], start_ms: int = 0, end_ms: int = 0,
@@ -124,7 +130,7 @@ def witsml_text(columns: Sequence[tuple[str, str]], rows: Iterable[Row], start_m
     ]
     yield "".join(head)
     for ts, values in rows:
-        yield f"   <data>{iso_ms(ts)},{','.join(_num(v) for v in values)}</data>\n"
+        yield f"   <data>{iso_ms(ts)},{','.join(['' if v is None else repr(v) for v in values])}</data>\n"
     yield '  </logData>\n </log>\n</logs>\n'
 
 

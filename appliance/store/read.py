@@ -180,40 +180,33 @@ def alert_state(db: sqlite3.Connection, alert_id: str) -> dict[str, Any] | None:
     return rows[0] if rows else None
 
 
-LIMIT_KEYS = ("hh", "h", "l", "ll", "deadband", "priority")
+def _has_table(db: sqlite3.Connection, name: str) -> bool:
+    return db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (name,)).fetchone() is not None
+
+
+THRESHOLD_COLUMNS = ("channel", "hh", "h", "l", "ll", "deadband", "priority", "by", "ts", "src")
 
 
 def current_thresholds(db: sqlite3.Connection) -> dict[str, dict[str, Any]]:
-    """The latest HH/H/L/LL limit set per channel from the `thresholds` table (changes the
-    dashboard published on `control.thresholds`): channel -> {"hh", "h", "l", "ll",
-    "deadband", "priority", ...}; a set whose limits are all null removes the channel.
-    Reads the limits from columns of those names or from a JSON `data` column, so it
-    works whichever the table has; {} when there is no table yet."""
-    try:
-        cur = db.execute("SELECT * FROM thresholds ORDER BY rowid")
-    except sqlite3.OperationalError as e:
-        if "no such table" in str(e):
-            return {}
-        raise
-    names = [d[0] for d in cur.description]
-    out: dict[str, dict[str, Any]] = {}
-    for row in cur:
-        rec = dict(zip(names, row))
-        data = rec.get("data")
-        if isinstance(data, (str, bytes)):
-            try:
-                rec = {**orjson.loads(data), **{k: v for k, v in rec.items() if v is not None and k != "data"}}
-            except orjson.JSONDecodeError:
-                pass
-        channel = rec.get("channel")
-        if not isinstance(channel, str):
-            continue
-        limits = {k: rec.get(k) for k in LIMIT_KEYS}
-        if all(limits[k] is None for k in ("hh", "h", "l", "ll")):
-            out.pop(channel, None)
-        else:
-            out[channel] = {**limits, **{k: rec[k] for k in ("by", "ts") if k in rec}}
-    return out
+    """The alarm limits in force: the newest setting of every channel that ever had one,
+    {channel: {"channel", "hh", "h", "l", "ll", "deadband", "priority", "by", "ts", "src"}}.
+    A channel whose newest setting has every limit null was cleared and is still listed,
+    so a reader knows the operator switched its limits off."""
+    if not _has_table(db, "thresholds"):  # a database older than the table, before the saver upgraded it
+        return {}
+    rows = db.execute(
+        f"SELECT {', '.join('t.' + c for c in THRESHOLD_COLUMNS)} FROM thresholds t JOIN "
+        "(SELECT channel, max(id) AS id FROM thresholds GROUP BY channel) m ON t.id = m.id ORDER BY t.channel")
+    return {row[0]: dict(zip(THRESHOLD_COLUMNS, row)) for row in rows}
+
+
+def threshold_history(db: sqlite3.Connection, channel: str, limit: int = 50) -> list[dict[str, Any]]:
+    """A channel's threshold changes, newest first."""
+    if not _has_table(db, "thresholds"):
+        return []
+    return [dict(zip(THRESHOLD_COLUMNS, row)) for row in db.execute(
+        f"SELECT {', '.join(THRESHOLD_COLUMNS)} FROM thresholds WHERE channel = ? ORDER BY id DESC LIMIT ?",
+        (channel, limit))]
 
 
 def latest_alerts_of(db: sqlite3.Connection, src: str) -> list[dict[str, Any]]:
@@ -233,5 +226,6 @@ def storage_stats(db: sqlite3.Connection) -> dict[str, Any]:
         "channels": db.execute("SELECT count(*) FROM channels").fetchone()[0],
         "first_ts": first, "last_ts": last,
         "dead_letters": db.execute("SELECT count(*) FROM dead_letters").fetchone()[0],
-        "gaps": db.execute("SELECT count(*), coalesce(sum(last_seq - first_seq + 1), 0) FROM gaps").fetchone(),
+        "gaps": db.execute("SELECT count(*), coalesce(sum(last_seq - first_seq + 1), 0) FROM gaps "
+                           "WHERE state = 'lost'").fetchone(),
     }

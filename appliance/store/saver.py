@@ -4,9 +4,11 @@ Subscribes to every topic except `sys.*`, collects messages for at most `saver_f
 (or `saver_batch_frames` frames) and commits them in one transaction with the last
 sequence number of each stream. On start it reads those positions back, so the first
 message of each stream after a restart shows exactly which sequence numbers were
-missed while it was down; they are recorded in `gaps` and logged. Rejected messages,
-refused values and repeated messages go to `dead_letters` with their reason.
-SIGTERM commits what is waiting and exits 0.
+missed while it was down. Every gap is fetched from the source's spool when it keeps one
+(appliance.store.recovery; the sources announce their spools on `sys.spool`) and stored
+in order like live messages; what cannot be fetched is recorded lost in `gaps` and raised
+as a `data_gap` alert. Rejected messages, refused values and repeated messages go to
+`dead_letters` with their reason. SIGTERM commits what is waiting and exits 0.
 """
 
 from __future__ import annotations
@@ -16,12 +18,14 @@ import sqlite3
 import time
 from typing import Sequence
 
-from appliance.bus.envelope import Envelope
+from appliance.bus.envelope import Envelope, Frame
 from appliance.bus.heartbeat import Heartbeat
 from appliance.bus.publisher import Publisher
 from appliance.bus.sequence import Gap
 from appliance.bus.subscriber import DataSubscriber, Reject
 from appliance.config import Config
+from appliance.bus.spool import ANNOUNCE_TOPIC
+from appliance.store.recovery import Recovery
 from appliance.store.writer import Batch, Writer, now_ms
 
 log = logging.getLogger("rigtel.saver")
@@ -38,22 +42,37 @@ class Saver(DataSubscriber):
         self.flush_s = cfg.saver_flush_ms / 1000
         self.batch_frames = cfg.saver_batch_frames
         self.batch = Batch()
+        self._gaps_in_batch: set[int] = set()  # ids of the gap records in self.batch
         self.pending_frames = 0
         self.oldest_pending = 0.0
         self.retry_at = 0.0
         self.commits = 0
         self.last_commit_ms = 0
+        self.publisher = publisher
+        self.own_src = publisher.src if publisher else f"{cfg.rig_id}.saver"
+        self._own_alerts = 0
         self.heartbeat = Heartbeat(publisher, "saver", cfg.bus_heartbeat_s, stats=self.summary) if publisher else None
         # where each stream stopped last time: the next message tells what was missed
-        for src, boot, topic, last_seq, _ in writer.stream_positions():
+        positions = writer.stream_positions()
+        for src, boot, topic, last_seq, _ in positions:
             self.tracker.last[(src, boot, topic)] = last_seq
             self.tracker.boots[(src, topic)] = boot
+        pending = writer.pending_gaps()
+        known = {(src, boot, topic): last for src, boot, topic, last, _ in positions}
+        for g in pending:
+            known[(g.src, g.boot, g.topic)] = max(known.get((g.src, g.boot, g.topic), 0), g.last_seq)
+        self.recovery = Recovery(wait_s=cfg.spool_recovery_wait_s, announce_s=cfg.bus_heartbeat_s,
+                                 max_message_bytes=cfg.bus_max_message_bytes, context=kwargs.get("context"),
+                                 known=known, pending=pending)
 
     def summary(self) -> dict:
         t = self.writer.totals
+        r = self.recovery
         return {"commits": self.commits, "frames": t.frames, "values": t.values, "events": t.events,
-                "alerts": t.alerts, "dead_letters": t.dead_letters, "gaps": t.gaps,
-                "pending_frames": self.pending_frames, "last_commit_ms": self.last_commit_ms}
+                "alerts": t.alerts, "thresholds": t.thresholds, "dead_letters": t.dead_letters, "gaps": t.gaps,
+                "pending_frames": self.pending_frames, "last_commit_ms": self.last_commit_ms,
+                "recovered": r.stats["recovered"], "lost": r.stats["lost"],
+                "pending_gaps": len(r.pending), "spools": len(r.endpoints)}
 
     # -- collecting -----------------------------------------------------------------------
 
@@ -63,19 +82,40 @@ class Saver(DataSubscriber):
         self.pending_frames += frames
 
     def on_envelope(self, env: Envelope) -> None:
+        if env.topic == "alert" and self._own(env.src, env.boot):
+            return  # stored when it was raised
         if env.topic.startswith(SKIP_PREFIX):
+            self.recovery.heard(env.src)
+            if env.topic == ANNOUNCE_TOPIC:
+                self._add_gaps(self.recovery.on_announcement(env, self._last_seen))
             return
         self._pending(len(env.frames))
         self.batch.envelopes.append(env)
         if self.pending_frames >= self.batch_frames and time.monotonic() >= self.retry_at:
             self.flush()
 
+    def _own(self, src: str, boot: str) -> bool:
+        """A stream of this saver's own alerts: stored as raised, never fetched."""
+        return self.publisher is not None and boot == self.publisher.boot and src == self.publisher.src
+
     def on_gap(self, gap: Gap) -> None:
-        if gap.topic.startswith(SKIP_PREFIX):
+        if gap.topic.startswith(SKIP_PREFIX) or self._own(gap.src, gap.boot):
             return
         super().on_gap(gap)
-        self._pending(0)
-        self.batch.gaps.append(gap)
+        self._add_gaps([self.recovery.add_gap(gap.src, gap.boot, gap.topic, gap.first_missing,
+                                              gap.last_missing, now_ms())])
+
+    def _last_seen(self, key: tuple[str, str, str]) -> int:
+        return max(self.tracker.last.get(key, 0), self.tracker.ended.get(key, 0))
+
+    def _add_gaps(self, records: list) -> None:
+        records = [r for r in records if r.id is not None or not r.empty]
+        if records:
+            self._pending(0)
+            for r in records:
+                if id(r) not in self._gaps_in_batch:
+                    self._gaps_in_batch.add(id(r))
+                    self.batch.gaps.append(r)
 
     def on_first(self, env: Envelope) -> None:
         self._joined(env)
@@ -86,15 +126,19 @@ class Saver(DataSubscriber):
 
     def _joined(self, env: Envelope) -> None:
         """A stream met after its start: what came before is not stored, and is recorded so."""
-        if env.seq > 1 and not env.topic.startswith(SKIP_PREFIX):
+        if env.seq > 1 and not env.topic.startswith(SKIP_PREFIX) and not self._own(env.src, env.boot):
             log.warning("%s on %r first seen at seq %d: seq 1..%d are not in the database",
                         env.src, env.topic, env.seq, env.seq - 1)
-            self._pending(0)
-            self.batch.gaps.append(Gap(env.src, env.boot, env.topic, 1, env.seq - 1))
+            self._add_gaps([self.recovery.add_gap(env.src, env.boot, env.topic, 1, env.seq - 1, now_ms(),
+                                                  "before it was first seen")])
 
     def on_late(self, env: Envelope) -> bool:
         if env.topic.startswith(SKIP_PREFIX):
             return False
+        filled = self.recovery.fill(env.src, env.boot, env.topic, env.seq)
+        if filled is not None:  # it arrived late, but it is the next one a gap waits for
+            self._add_gaps([filled])
+            return True
         last = self.tracker.last.get((env.src, env.boot, env.topic))
         self._pending(0)
         self.batch.refused.append((now_ms(), env.topic, env.src, env.seq,
@@ -106,11 +150,38 @@ class Saver(DataSubscriber):
         self._pending(0)
         self.batch.rejects.append(reject)
 
+    # -- recovering -------------------------------------------------------------------------
+
+    def recover(self) -> None:
+        """Store what the sources' spools sent back; raise the alerts for what they could not."""
+        outcome = self.recovery.poll()
+        if outcome.envelopes:
+            self._pending(sum(len(e.frames) for e in outcome.envelopes))
+            self.batch.envelopes.extend(outcome.envelopes)
+            self.stats["frames"] += sum(len(e.frames) for e in outcome.envelopes)
+        self._add_gaps(outcome.records)
+        for alert in outcome.alerts:
+            self._raise(alert)
+
+    def _raise(self, alert: dict) -> None:
+        """Store an alert of the saver's own in the next batch, and publish it for the
+        dashboard and the logger (its echo from the bus is not stored twice)."""
+        ts = now_ms()
+        if self.publisher is not None:
+            src, boot = self.publisher.src, self.publisher.boot
+            seq = self.publisher.publish("alert", alert, ts=ts)
+        else:
+            self._own_alerts += 1
+            src, boot, seq = self.own_src, "local", self._own_alerts
+        self._pending(1)
+        self.batch.envelopes.append(Envelope("alert", src, boot, seq, ts, (Frame(ts, alert),), 0))
+
     # -- committing -----------------------------------------------------------------------
 
     def on_idle(self) -> None:
         if self.heartbeat is not None:
             self.heartbeat.tick()
+        self.recover()
         now = time.monotonic()
         if self.batch and now - self.oldest_pending >= self.flush_s and now >= self.retry_at:
             self.flush()
@@ -135,6 +206,7 @@ class Saver(DataSubscriber):
         self.commits += 1
         self.last_commit_ms = now_ms()
         self.batch = Batch()
+        self._gaps_in_batch = set()
         self.pending_frames = 0
         return True
 
@@ -186,7 +258,10 @@ def main(argv: Sequence[str]) -> int:
             saver = Saver(cfg, writer, pub, stop_event=stop.event)
             log.info("ready: writing %s, listening on %s (%d stream position(s) restored)",
                      cfg.database_path, saver.endpoint, len(saver.tracker.last))
-            saver.start()
+            try:
+                saver.start()
+            finally:
+                saver.recovery.close()
             # SIGTERM: commit what is waiting before leaving, within supervisord's stopwaitsecs
             writer.db.execute("PRAGMA busy_timeout = 3000")
             deadline = time.monotonic() + SHUTDOWN_S

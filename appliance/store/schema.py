@@ -12,8 +12,10 @@ COLUMN, and no name from the bus is ever spliced into SQL.
 
 Roll-ups (`rollup_1m`, `rollup_1h`) hold min/max/sum/count/last per channel and bucket,
 maintained by the saver as data arrives, so long-range charts never scan raw rows.
+`thresholds` keeps every alarm-limit change (the newest row per channel is in force).
 `streams` records, in the same transaction as the data, the last sequence number
-committed per (source, boot, topic); `gaps` the ranges that never arrived.
+committed per (source, boot, topic); `gaps` the ranges that did not arrive live, each
+pending (being fetched from the source's spool), recovered, or lost (appliance.store.recovery).
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 DDL = """
 CREATE TABLE IF NOT EXISTS samples (ts INTEGER PRIMARY KEY);
@@ -74,6 +76,19 @@ CREATE TABLE IF NOT EXISTS alerts (       -- alarm lifecycle events from the `al
 CREATE INDEX IF NOT EXISTS alerts_ts ON alerts (ts);
 CREATE INDEX IF NOT EXISTS alerts_alert_id ON alerts (alert_id, ts);
 
+CREATE TABLE IF NOT EXISTS thresholds (   -- alarm limit settings from `control.thresholds`; a history
+    id          INTEGER PRIMARY KEY,
+    ts          INTEGER NOT NULL,
+    src         TEXT NOT NULL,
+    seq         INTEGER NOT NULL,
+    channel     TEXT NOT NULL,
+    hh REAL, h REAL, l REAL, ll REAL,      -- null: limit not set
+    deadband    REAL,
+    priority    TEXT,
+    by          TEXT NOT NULL DEFAULT ''
+);
+CREATE INDEX IF NOT EXISTS thresholds_channel ON thresholds (channel, id);
+
 CREATE TABLE IF NOT EXISTS dead_letters ( -- everything rejected, with the reason
     id          INTEGER PRIMARY KEY,
     received_ms INTEGER NOT NULL,
@@ -97,16 +112,24 @@ CREATE TABLE IF NOT EXISTS streams (      -- last committed message per source r
     PRIMARY KEY (src, boot, topic)
 ) WITHOUT ROWID;
 
-CREATE TABLE IF NOT EXISTS gaps (         -- sequence ranges that never arrived
+CREATE TABLE IF NOT EXISTS gaps (         -- sequence ranges that did not arrive live
     id          INTEGER PRIMARY KEY,
     src         TEXT NOT NULL,
     boot        TEXT NOT NULL,
     topic       TEXT NOT NULL,
     first_seq   INTEGER NOT NULL,
     last_seq    INTEGER NOT NULL,
-    detected_ms INTEGER NOT NULL
+    detected_ms INTEGER NOT NULL,
+    state       TEXT NOT NULL DEFAULT 'lost', -- pending (being fetched), recovered, lost
+    resolved_ms INTEGER                    -- when it was recovered or given up
 );
 """
+
+# columns added since version 1, for databases made by an older saver
+MIGRATIONS = (
+    ("gaps", "state", "ALTER TABLE gaps ADD COLUMN state TEXT NOT NULL DEFAULT 'lost'"),
+    ("gaps", "resolved_ms", "ALTER TABLE gaps ADD COLUMN resolved_ms INTEGER"),
+)
 
 
 def connect_writer(path: str | Path) -> sqlite3.Connection:
@@ -127,6 +150,9 @@ def connect_writer(path: str | Path) -> sqlite3.Connection:
         raise RuntimeError(f"{path} has schema version {version}, newer than this program's "
                            f"{SCHEMA_VERSION}: upgrade the appliance before using this database")
     db.executescript(DDL)
+    for table, column, sql in MIGRATIONS:
+        if column not in {row[1] for row in db.execute(f"PRAGMA table_info({table})")}:
+            db.execute(sql)
     db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
     return db
 

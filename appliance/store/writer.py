@@ -26,13 +26,20 @@ from appliance.bus.envelope import Envelope, Frame
 from appliance.bus.sequence import Gap
 from appliance.bus.subscriber import Reject
 from appliance.channels import BY_MNEMONIC, check_value
+from appliance.store import thresholds
 from appliance.store import rollups
+from appliance.store.recovery import PENDING, GapRecord
 from appliance.store.schema import connect_writer
 
 # Topics whose frames are channel values by mnemonic (catalogue-checked); any other
 # topic's numeric keys are stored as channels named TOPIC.KEY.
 CHANNEL_TOPICS = ("drilling", "derived")
 ALERT_TOPIC = "alert"
+# Sources publish input they could not use (a garbled WITS0 line, a bad row of a replayed
+# file) on this topic, one frame {"reason", "input"} per item; each becomes a dead letter
+# under the source's id, so bad input at the edge is kept like bad messages on the bus.
+REJECT_TOPIC = "reject"
+THRESHOLD_TOPIC = thresholds.TOPIC
 CHANNEL_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.:/%-]{0,127}$")
 # SQLite allows 2,000 columns in a table; values of channels beyond this are dead-lettered
 MAX_CHANNELS = 1900
@@ -49,7 +56,7 @@ class Batch:
 
     envelopes: list[Envelope] = field(default_factory=list)
     rejects: list[Reject] = field(default_factory=list)
-    gaps: list[Gap] = field(default_factory=list)
+    gaps: list[Gap | GapRecord] = field(default_factory=list)  # Gap: lost; GapRecord: its state
     # (received_ms, topic, src, seq, reason, size, payload) for messages refused after
     # decoding, such as duplicates
     refused: list[tuple] = field(default_factory=list)
@@ -74,6 +81,7 @@ class CommitStats:
     values: int = 0
     events: int = 0
     alerts: int = 0
+    thresholds: int = 0
     dead_letters: int = 0
     gaps: int = 0
     new_channels: int = 0
@@ -165,6 +173,7 @@ class Writer:
         groups: dict[tuple[str, tuple[str, ...]], list[tuple[Envelope, Frame]]] = defaultdict(list)
         events: list[tuple] = []
         alerts: list[tuple] = []
+        limits: list[tuple] = []
         streams: dict[tuple[str, str, str], list[int]] = {}
 
         self.db.execute("BEGIN IMMEDIATE")
@@ -183,10 +192,14 @@ class Writer:
                 stats.frames += len(env.frames)
                 for frame in env.frames:
                     data = frame.data
-                    if topic == ALERT_TOPIC:
+                    if topic == REJECT_TOPIC:
+                        dead.append(_source_reject(frame.ts, env, data))
+                    elif topic == ALERT_TOPIC:
                         alerts.append((frame.ts, env.src, env.seq, _text(data.get("id")),
                                        _text(data.get("kind")), _text(data.get("state")),
                                        _text(data.get("priority")), orjson.dumps(data).decode()))
+                    elif topic == THRESHOLD_TOPIC:
+                        self._threshold(env, frame, received, limits, dead)
                     elif topic not in CHANNEL_TOPICS and not all(is_number(v) for v in data.values()):
                         events.append((frame.ts, topic, env.src, env.seq, orjson.dumps(data).decode()))
                     elif data:
@@ -231,14 +244,13 @@ class Writer:
             if alerts:
                 self.db.executemany("INSERT INTO alerts (ts, src, seq, alert_id, kind, state, priority, data) "
                                     "VALUES (?, ?, ?, ?, ?, ?, ?, ?)", alerts)
+            if limits:
+                self.db.executemany("INSERT INTO thresholds (ts, src, seq, channel, hh, h, l, ll, deadband, "
+                                    "priority, by) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", limits)
             if dead:
                 self.db.executemany("INSERT INTO dead_letters (received_ms, topic, src, seq, reason, size, payload) "
                                     "VALUES (?, ?, ?, ?, ?, ?, ?)", dead)
-            if batch.gaps:
-                self.db.executemany("INSERT INTO gaps (src, boot, topic, first_seq, last_seq, detected_ms) "
-                                    "VALUES (?, ?, ?, ?, ?, ?)",
-                                    [(g.src, g.boot, g.topic, g.first_missing, g.last_missing, received)
-                                     for g in batch.gaps])
+            new_ids = self._write_gaps(batch.gaps, received)
             self.db.executemany(
                 "INSERT INTO streams (src, boot, topic, first_seq, last_seq, messages, updated_ms) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (src, boot, topic) DO UPDATE SET "
@@ -248,7 +260,10 @@ class Writer:
                 [(s, b, t, lo, hi, n, received) for (s, b, t), (lo, hi, n) in streams.items()])
             self.db.execute("COMMIT")
         except BaseException:
-            self.db.execute("ROLLBACK")
+            # SQLite may have rolled back by itself (a full disk, I/O errors): a ROLLBACK
+            # then would fail and hide the real, retryable error
+            if self.db.in_transaction:
+                self.db.execute("ROLLBACK")
             self._plans.clear()
             self.column_max.clear()
             # a rolled-back ALTER TABLE takes its column with it
@@ -256,12 +271,45 @@ class Writer:
                             self._column_exists(c)}
             self.channel_ids = {n: i for n, i in self.channel_ids.items() if n in self.columns}
             raise
-        self.column_max.update(newest)
-        stats.events, stats.alerts = len(events), len(alerts)
+        for record, row_id in new_ids:
+            record.id = row_id
+        for column, ts in newest.items():  # recovered, older frames must not lower it
+            if ts > self.column_max.get(column, -1):
+                self.column_max[column] = ts
+        stats.events, stats.alerts, stats.thresholds = len(events), len(alerts), len(limits)
         stats.dead_letters, stats.gaps = len(dead), len(batch.gaps)
         for name in vars(stats):
             setattr(self.totals, name, getattr(self.totals, name) + getattr(stats, name))
         return stats
+
+    def _write_gaps(self, gaps: list, received: int) -> list[tuple[GapRecord, int]]:
+        """Insert, update or delete the gap rows; returns the new records' row ids, which
+        the caller sets once the transaction has committed."""
+        new_ids = []
+        for g in gaps:
+            if isinstance(g, Gap):  # a plain gap, recorded lost
+                self.db.execute("INSERT INTO gaps (src, boot, topic, first_seq, last_seq, detected_ms, state, "
+                                "resolved_ms) VALUES (?, ?, ?, ?, ?, ?, 'lost', ?)",
+                                (g.src, g.boot, g.topic, g.first_missing, g.last_missing, received, received))
+            elif g.id is None:
+                if not g.empty:
+                    new_ids.append((g, self.db.execute(
+                        "INSERT INTO gaps (src, boot, topic, first_seq, last_seq, detected_ms, state, resolved_ms) "
+                        "VALUES (?, ?, ?, ?, ?, ?, ?, ?)", (g.src, g.boot, g.topic, g.first_seq, g.last_seq,
+                                                            g.detected_ms, g.state, g.resolved_ms)).lastrowid))
+            elif g.empty:  # a pending gap whose every message was fetched or given up
+                self.db.execute("DELETE FROM gaps WHERE id = ?", (g.id,))
+            else:
+                self.db.execute("UPDATE gaps SET first_seq = ?, last_seq = ?, state = ?, resolved_ms = ? "
+                                "WHERE id = ?", (g.first_seq, g.last_seq, g.state, g.resolved_ms, g.id))
+        return new_ids
+
+    def pending_gaps(self) -> list[GapRecord]:
+        """The gaps whose messages were still being fetched when the saver last stopped."""
+        return [GapRecord(src, boot, topic, first, last, detected, PENDING, id=row_id)
+                for row_id, src, boot, topic, first, last, detected in self.db.execute(
+                    "SELECT id, src, boot, topic, first_seq, last_seq, detected_ms FROM gaps "
+                    "WHERE state = 'pending' ORDER BY id")]
 
     @staticmethod
     def _checked(plan: Plan, values: list[tuple]) -> np.ndarray | None:
@@ -275,6 +323,17 @@ class Writer:
         if not (np.isfinite(arr) & (arr >= plan.low) & (arr <= plan.high)).all():
             return None
         return arr
+
+    def _threshold(self, env: Envelope, frame: Frame, received: int, limits: list, dead: list) -> None:
+        """A threshold setting, checked again here: a bad one is dead-lettered, never stored."""
+        derived = frozenset(n for n in self.columns if n not in BY_MNEMONIC)
+        try:
+            t = thresholds.check(frame.data, extra_channels=derived)
+        except thresholds.ThresholdError as e:
+            dead.append((received, env.topic, env.src, env.seq, f"threshold refused: {e}", 0,
+                         orjson.dumps(frame.data, default=str)[:KEEP_PAYLOAD_BYTES]))
+            return
+        limits.append((frame.ts, env.src, env.seq, t.channel, t.hh, t.h, t.l, t.ll, t.deadband, t.priority, t.by))
 
     def _frame_slowly(self, env: Envelope, frame: Frame, received: int, dead: list,
                       rows_by_columns: dict, series: dict) -> None:
@@ -384,3 +443,14 @@ class Writer:
 def _text(v: Any) -> str | None:
     return None if v is None else str(v)[:200]
 
+
+def _source_reject(ts: int, env: Envelope, data: dict) -> tuple:
+    """A dead-letter row for input a source refused: its reason, and the input itself."""
+    raw = data.get("input", "")
+    text = raw if isinstance(raw, str) else orjson.dumps(raw).decode()
+    try:
+        payload = text.encode("latin-1")  # sources carry raw bytes as latin-1 text: the bytes come back
+    except UnicodeEncodeError:
+        payload = text.encode("utf-8")
+    reason = _text(data.get("reason")) or "refused by the source (no reason given)"
+    return (ts, REJECT_TOPIC, env.src, env.seq, reason, len(payload), payload[:KEEP_PAYLOAD_BYTES])

@@ -17,9 +17,10 @@ import orjson
 from flask import Blueprint, Response, abort, current_app, g, jsonify, request
 
 from appliance.bus.envelope import MAX_TS
-from appliance.channels import BY_MNEMONIC
+from appliance.channels import BY_MNEMONIC, CATALOGUE
 from appliance.sources import writers
 from appliance.store import read
+from appliance.store import thresholds as limits
 from appliance.store.schema import connect_reader
 
 bp = Blueprint("api", __name__)
@@ -235,6 +236,59 @@ def shelve(alert_id: str):
     return json({"id": alert_id, "state": "shelved", "until_ms": until}, 202)
 
 
+# -- alarm thresholds ------------------------------------------------------------------
+
+
+def _derived_channels(conn: sqlite3.Connection) -> list[read.ChannelInfo]:
+    return [c for c in read.channels(conn) if c.name not in BY_MNEMONIC and c.topic == "derived"]
+
+
+@bp.get("/thresholds")
+def thresholds():
+    """Every channel that can carry alarm limits, with the limits in force (null: not set)."""
+    conn = db()
+    current = read.current_thresholds(conn)
+    rows = [{"channel": c.mnemonic, "description": c.description, "unit": c.unit, "low": c.low,
+             "high": c.high} for c in CATALOGUE]
+    rows += [{"channel": c.name, "description": "derived", "unit": c.unit, "low": None, "high": None}
+             for c in _derived_channels(conn)]
+    listed = {r["channel"] for r in rows}
+    rows += [{"channel": name, "description": "", "unit": "", "low": None, "high": None}
+             for name in current if name not in listed]
+    empty = dict.fromkeys(("hh", "h", "l", "ll", "deadband", "priority", "by", "ts"))
+    for r in rows:
+        setting = current.get(r["channel"], empty)
+        r.update({k: setting[k] for k in empty})
+    return json({"thresholds": rows, "priorities": list(limits.PRIORITIES)})
+
+
+@bp.get("/thresholds/<channel>")
+def threshold_history(channel: str):
+    """One channel's threshold changes, newest first (who changed what, when)."""
+    return json({"channel": channel, "history": read.threshold_history(db(), channel,
+                                                                        int_arg("limit", 50, 1, 1000))})
+
+
+@bp.put("/thresholds/<channel>")
+def set_threshold(channel: str):
+    """Check a channel's new limits and publish them on `control.thresholds`; the predictor
+    applies them at once and the saver stores them. 202: accepted, being applied."""
+    body = request.get_json(silent=True)
+    if body is None:
+        raise BadRequest("send the limits as a JSON object: "
+                         '{"hh": number|null, "h": ..., "l": ..., "ll": ..., "deadband": ..., "priority": ...}')
+    if isinstance(body, dict) and "by" in body:
+        raise BadRequest("'by' is set by the appliance from your login, not by the request")
+    extra = frozenset(c.name for c in _derived_channels(db()))
+    try:
+        setting = limits.check(body, channel=channel, extra_channels=extra)
+    except limits.ThresholdError as e:
+        raise BadRequest(str(e)) from None
+    setting = setting._replace(by=request.remote_user or request.remote_addr or "")
+    current_app.extensions["rigtel.bus"].publish(limits.TOPIC, setting.as_dict())
+    return json(setting.as_dict(), 202)
+
+
 # -- live stream ------------------------------------------------------------------------
 
 
@@ -369,6 +423,7 @@ def system():
                 "lost": hub.tracker.lost if hub else 0, "data_age_s": hub.data_age_s() if hub else None,
                 "streams": hub.stream_count() if hub else 0},
         "database": {"path": db_path, "bytes": sizes, **stats},
+        "sources": hub.source_states() if hub else [],
         "disk": {"free_bytes": disk.free, "total_bytes": disk.total} if disk else None,
         "last_backup": last_backup,
     })

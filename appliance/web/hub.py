@@ -27,6 +27,8 @@ from appliance.config import Config
 log = logging.getLogger("rigtel.web.hub")
 
 LIVE_TOPICS = ["drilling", "derived", "alert"]
+HEARTBEAT_TOPIC = "sys.heartbeat"
+SOURCE_PROGRAMS = ("wits0", "replay", "simulator", "wits0-out")  # their statistics, for the System view
 QUEUE_FRAMES = 2000  # per stream; beyond this the stream is skipped forward
 
 
@@ -66,13 +68,14 @@ class LiveHub(DataSubscriber):
     """Runs in its own thread (start_thread), shared by every request thread."""
 
     def __init__(self, cfg: Config, max_streams: int, **kwargs: Any) -> None:
-        super().__init__(topics=LIVE_TOPICS, settings=cfg, **kwargs)
+        super().__init__(topics=[*LIVE_TOPICS, HEARTBEAT_TOPIC], settings=cfg, **kwargs)
         self.max_streams = max_streams
         self.lock = threading.Lock()
         self.streams: dict[int, Stream] = {}
         self._ids = itertools.count(1)
         self.latest: dict[str, tuple[int, float]] = {}  # channel -> (ts, value)
         self.active_alerts: dict[str, dict[str, Any]] = {}
+        self.sources: dict[str, tuple[float, dict[str, Any]]] = {}  # src -> (monotonic, heartbeat)
         self.last_frame_ms = 0
         self.last_frame_monotonic = 0.0
         self.thread: threading.Thread | None = None
@@ -111,6 +114,11 @@ class LiveHub(DataSubscriber):
     # -- the bus -------------------------------------------------------------------------
 
     def on_envelope(self, env: Envelope) -> None:
+        if env.topic == HEARTBEAT_TOPIC:
+            data = env.frames[-1].data
+            if data.get("program") in SOURCE_PROGRAMS:
+                self.sources[env.src] = (time.monotonic(), data)
+            return
         if env.topic not in LIVE_TOPICS:
             return  # ZeroMQ matches prefixes: `drilling_test` is not `drilling`
         with self.lock:
@@ -144,6 +152,12 @@ class LiveHub(DataSubscriber):
     @property
     def stopping(self) -> bool:
         return self._stop.is_set()
+
+    def source_states(self) -> list[dict[str, Any]]:
+        """The data sources' latest heartbeats: {src, program, heard_s_ago, stats}."""
+        now = time.monotonic()
+        return [{"src": src, "program": hb.get("program"), "heard_s_ago": round(now - at, 1),
+                 "stats": hb.get("stats") or {}} for src, (at, hb) in sorted(self.sources.items())]
 
     def data_age_s(self) -> float | None:
         """Seconds since the last frame arrived here, or None if none ever did."""

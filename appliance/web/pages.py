@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from flask import Blueprint, current_app, redirect, render_template, url_for
 
+from appliance.predict.states import RIG_STATES
+
 bp = Blueprint("pages", __name__)
 
 PAGES = {"live": "Live", "analytics": "Analytics", "alerts": "Alerts", "system": "System"}
@@ -18,4 +20,6 @@ def index():
 @bp.get("/<any(live, analytics, alerts, system):name>")
 def page(name: str):
     cfg = current_app.config["RIGTEL"]
-    return render_template(f"{name}.html", page=name, pages=PAGES, rig_id=cfg.rig_id)
+    # the rig-state names go with the page (a data attribute), so the banner reads the
+    # predictor's codes from the one list that defines them
+    return render_template(f"{name}.html", page=name, pages=PAGES, rig_id=cfg.rig_id, rig_states=RIG_STATES)

@@ -44,7 +44,11 @@ BENCHMARKS: dict[str, str] = {
     "bus": "tests.bench.bus",
     "storage": "tests.bench.storage",
     "web": "tests.bench.web",
+    "data": "tests.bench.data",
     "predictor": "tests.bench.predictor",
+    "spool": "tests.bench.spool",
+    "web-soak": "tests.bench.websoak",
+    "install": "tests.bench.install",
 }
 
 OPS = {">=": (lambda x, limit: x >= limit, "≥"), "<=": (lambda x, limit: x <= limit, "≤")}

@@ -1,33 +1,45 @@
-"""Web benchmark: publish -> browser latency, concurrent live streams, history API, web RSS.
+"""Web benchmark: publish -> browser latency, the live page's main-thread cost, concurrent
+live streams, history API, web RSS.
 
-Real programs on ephemeral loopback ports: one `rigtel broker` and two `rigtel web` (the
-default `web_stream_hz=4`, and `web_stream_hz=50` so that coalescing does not dominate),
-both serving a database of 24 h x 20 channels at 1 Hz written by `Writer`.
+Real programs on ephemeral loopback ports: one `rigtel broker` and two `rigtel web` with the
+same settings, both serving a database of 24 h x 20 channels at 1 Hz written by `Writer`:
+"current" serves this tree's webroot; "before" serves the webroot of BASELINE_REV (the live
+page before it received the stream in a Web Worker and drew one small figure per track),
+taken with `git archive`, so the page before and after are measured in the same run.
 
 - latency: the benchmark publishes 20-channel `drilling` frames with `Publisher`, each
-  stamped ts = wall-clock ms at publish; a headless Chromium page on /live of each web
-  program opens its own EventSource on /api/stream and records Date.now() - ts for every
-  frame it receives (one machine, one clock); the same probe runs in a quiet page (a JSON
-  document of the same origin) and in a plain http.client reader, to tell the browser's share
-  from the server's. Baseline, the same frames in the same run:
-  a `DataSubscriber` in this process (bus only), so the ratio is what the web path adds.
-- streams: 20 more SSE readers (threads with http.client) on each web program while
-  publishing at 10 Hz; each must keep receiving frames (no gap over STALL_S). The pages
-  keep measuring, so this also gives the latency under that load.
+  stamped ts = wall-clock ms at publish (one machine, one clock). Each page is measured on
+  its own (the other closed, so they do not share the CPU), before and after alternately:
+  - receipt: the current page records, per frame, when its feed (in a Web Worker) received
+    it, when the page handled it, when the tiles showed it and when its track was redrawn
+    with it (rigtel.perf). The page before had only the main thread: its receipt is what a
+    second EventSource in that page sees (the probe below), as this benchmark measured it then.
+  - probe: a second EventSource in the page's main thread, in both pages: how long an event
+    waits there behind the page's own work.
+  - main thread: busy share (Chrome's TaskDuration over the phase), long tasks, and the
+    milliseconds one redraw takes (a whole figure before, one track now).
+  Baseline rows: a `DataSubscriber` in this process (bus only) for the absolute figures.
+- streams: 20 more SSE readers (threads with http.client) on the current web program while
+  publishing at 10 Hz, with the current page open; each must keep receiving frames (no gap
+  over STALL_S). A quiet page (a JSON document) and a plain http.client reader measure the
+  same stream without the dashboard's script.
 - history: GET /api/series for 1 h and 24 h x 20 channels over HTTP (median of several),
   next to `read.series` on the same file in this process.
-- RSS: VmRSS of each web program before and after the streaming phases (the benchmark's
-  minutes, not the hour of the issue).
+- RSS: VmRSS of the current web program from its first /live phase (warm) to the end of the
+  streams phase (minutes; the web-soak section watches it longer).
 """
 
 from __future__ import annotations
 
 import http.client
+import io
 import json
 import random
 import socket
 import sqlite3
 import statistics
+import subprocess
+import tarfile
 import tempfile
 import threading
 import time
@@ -43,13 +55,16 @@ from tests.browser import CHROMIUM, CHROMIUM_ARGS, READY_WEB, missing_browser
 from tests.conftest import Collector, start_broker, start_program, wait_subscribed
 
 NAME = "web"
-DESCRIPTION = "publish -> browser latency, 20 live streams, history API times, web RSS"
+DESCRIPTION = "publish -> browser latency, /live before and after, 20 live streams, history API times, web RSS"
 CHANNELS = [c for c in CATALOGUE][:20]
 NAMES = [c.mnemonic for c in CHANNELS]
 T0 = 1_700_000_000_000 - 1_700_000_000_000 % 3_600_000
 STREAMS = 20
 STALL_S = 2.0
 MB = 1_000_000
+# The live page before this tree's: one Plotly figure redrawn with Plotly.react, stream on the main thread.
+BASELINE_REV = "cae1516c7e7a6e1ac1c65fd84bde501e0c85760b"
+REPO = Path(__file__).resolve().parents[2]
 
 # In the page: a second EventSource next to live.js's own. Arrow functions: the page's CSP
 # refuses eval, which is what a bare expression would need.
@@ -72,6 +87,9 @@ OPEN_PROBE = """() => {
 }"""
 TAKE = "() => { const l = window.__lat; window.__lat = []; window.__events = 0; return l; }"
 TAKE_LONG = "() => { const l = window.__long; window.__long = []; return l; }"
+# The page's own redraw figures: the current page has rigtel.perf, the one before only its stats.
+START_PAGE = "() => { if (rigtel.perf) rigtel.perf.start(); return Object.assign({}, rigtel.live.stats); }"
+TAKE_PAGE = """() => ({perf: rigtel.perf ? rigtel.perf.take() : null, stats: Object.assign({}, rigtel.live.stats)})"""
 
 
 def frame_values(rng: random.Random) -> dict[str, float]:
@@ -216,41 +234,104 @@ def get_ms(conn: http.client.HTTPConnection, path: str) -> tuple[float, dict]:
     return ms, json.loads(body)
 
 
-def latency_rows(label: str, plain: dict[str, list[float]], quiet: dict[str, list[float]],
-                 long: dict[str, list[float]], lat: dict[str, list[float]], bus: list[float],
-                 raw: dict[str, Any], sent: int, note: str) -> list[dict[str, Any]]:
-    """Rows for one publishing phase; every latency in ms, per frame."""
-    rows = []
-    raw[label] = {"sent": sent, "bus_ms": bus, **{f"page_{k}_ms": v for k, v in lat.items()},
-                  **{f"plain_sse_{k}_ms": v for k, v in plain.items()},
-                  **{f"quiet_page_{k}_ms": v for k, v in quiet.items()},
-                  **{f"live_page_long_tasks_{k}_ms": v for k, v in long.items()}}
-    for hz, values in lat.items():
+def baseline_webroot(dest: Path) -> Path | None:
+    """The webroot of BASELINE_REV under dest, or None when git cannot give it (no history)."""
+    try:
+        tar = subprocess.run(["git", "-C", str(REPO), "archive", BASELINE_REV, "webroot"],
+                             capture_output=True, check=True, timeout=60).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    with tarfile.open(fileobj=io.BytesIO(tar)) as t:
+        t.extractall(dest, filter="data")
+    return dest / "webroot"
+
+
+def task_seconds(cdp) -> float:
+    """Chrome's TaskDuration: seconds the page's main thread has spent in tasks so far."""
+    return next(m["value"] for m in cdp.send("Performance.getMetrics")["metrics"] if m["name"] == "TaskDuration")
+
+
+class LivePage:
+    """One /live page of one web program, measured over a publishing phase."""
+
+    def __init__(self, browser, port: int) -> None:
+        self.page = browser.new_page(viewport={"width": 1600, "height": 1000})
+        self.page.set_default_timeout(30_000)
+        self.page.goto(f"http://127.0.0.1:{port}/live")
+        self.page.evaluate(OPEN_PROBE)
+        self.cdp = self.page.context.new_cdp_session(self.page)
+        self.cdp.send("Performance.enable")
+
+    def ready(self) -> bool:
+        return bool(self.page.evaluate("() => window.__lat.length && rigtel.live.stats.draws > 0"))
+
+    def start(self) -> None:
+        self.page.evaluate(TAKE)
+        self.page.evaluate(TAKE_LONG)
+        self.before = self.page.evaluate(START_PAGE)
+        self.task0, self.t0 = task_seconds(self.cdp), time.monotonic()
+
+    def take(self) -> dict[str, Any]:
+        busy = (task_seconds(self.cdp) - self.task0) / (time.monotonic() - self.t0)
+        own = self.page.evaluate(TAKE_PAGE)
+        a, b = self.before, own["stats"]
+        draws = b["draws"] - a["draws"]
+        return {"probe": self.page.evaluate(TAKE), "long": self.page.evaluate(TAKE_LONG), "busy": busy,
+                "perf": own["perf"], "draws": draws,
+                "draw_ms_mean": (b["drawMsTotal"] - a["drawMsTotal"]) / draws if draws else None}
+
+    def close(self) -> None:
+        self.page.close()
+
+
+def latency_rows(label: str, cur: dict[str, Any], old: dict[str, Any] | None, bus: list[float],
+                 raw: dict[str, Any], sent: int) -> list[dict[str, Any]]:
+    """Rows for one publishing rate: the current page against the page before (or the bus)."""
+    raw[label] = {"sent": sent, "bus_ms": bus, "current": cur, "before": old}
+    rows: list[dict[str, Any]] = []
+    perf = cur["perf"] or {}
+    receipt = perf.get("receipt", [])
+    before_receipt = old["probe"] if old else []
+    long_note = lambda p: (f"long tasks {len(p['long'])}, longest {max(p['long']):.0f} ms"  # noqa: E731
+                           if p["long"] else "no long tasks")
+    for q, name in ((0.5, "p50"), (0.95, "p95")):
+        row = {"metric": f"{label}: /live receipt, {name}", "unit": "ms",
+               "appliance": stats([percentile(receipt, q)]) if receipt else None,
+               "baseline": stats([percentile(before_receipt, q)]) if before_receipt else None,
+               "error": len(receipt) < sent * 0.95}
+        if name == "p95":
+            row["target"] = {"on": "value", "op": "<=", "limit": 100}
+            row["note"] = (f"current: in the page's feed (Web Worker), {len(receipt)}/{sent} frames, "
+                           f"max {max(receipt, default=0):.0f} ms; baseline: the page before ({BASELINE_REV[:7]}), "
+                           f"an EventSource on its main thread, {len(before_receipt)} frames"
+                           + (f", max {max(before_receipt):.0f} ms" if before_receipt else " (not measured)")
+                           + f"; bus alone p95 {percentile(bus, .95):.1f} ms")
+        rows.append(row)
+    for key, what in (("handled", "handled by the page script"), ("shown", "shown in the tiles"),
+                      ("drawn", "drawn on its track")):
+        values = perf.get(key, [])
         if not values:
-            rows.append({"metric": f"latency {label}, web {hz} Hz", "unit": "ms", "appliance": None,
-                         "baseline": None, "error": True, "note": "the page received no frames"})
+            rows.append({"metric": f"{label}: /live {what}, p95", "unit": "ms", "appliance": None,
+                         "baseline": None, "error": True, "note": "not measured"})
             continue
-        for q, name in ((0.5, "p50"), (0.95, "p95")):
-            row = {"metric": f"latency {label}, web {hz} Hz, {name}", "unit": "ms",
-                   "appliance": stats([percentile(values, q)]), "baseline": stats([percentile(bus, q)])}
-            if name == "p95":
-                row["target"] = {"on": "value", "op": "<=", "limit": 100}
-                row["note"] = (f"{len(values)}/{sent} frames in the page, max {max(values):.0f} ms; "
-                               f"baseline: bus only (DataSubscriber here), {len(bus)} frames. {note} "
-                               + (f"/live's long tasks (redraws): {len(long[hz])}, longest {max(long[hz]):.0f} ms, "
-                                  f"{sum(long[hz]) / 1000:.1f} s in all." if long.get(hz) else "No long tasks seen."))
-                row["error"] = len(values) < sent * 0.95
-            rows.append(row)
-        if quiet.get(hz):
-            rows.append({"metric": f"latency {label}, web {hz} Hz, p95, quiet page", "unit": "ms",
-                         "appliance": stats([percentile(quiet[hz], 0.95)]), "baseline": stats([percentile(bus, 0.95)]),
-                         "note": f"the same probe in a page showing /api/channels (no dashboard script); "
-                                 f"p50 {percentile(quiet[hz], 0.5):.0f} ms, max {max(quiet[hz]):.0f} ms"})
-        if plain.get(hz):
-            rows.append({"metric": f"latency {label}, web {hz} Hz, p95, plain SSE client", "unit": "ms",
-                         "appliance": stats([percentile(plain[hz], 0.95)]), "baseline": stats([percentile(bus, 0.95)]),
-                         "note": f"the same stream read by http.client in this process, no browser; "
-                                 f"p50 {percentile(plain[hz], 0.5):.0f} ms, max {max(plain[hz]):.0f} ms"})
+        rows.append({"metric": f"{label}: /live {what}, p95", "unit": "ms",
+                     "appliance": stats([percentile(values, .95)]), "baseline": stats([percentile(bus, .95)]),
+                     "note": f"p50 {percentile(values, .5):.0f} ms, max {max(values):.0f} ms, {len(values)} "
+                             f"{'frame-tracks' if key == 'drawn' else 'frames'}; baseline: bus alone"})
+    rows.append({"metric": f"{label}: main-thread probe, p95", "unit": "ms",
+                 "appliance": stats([percentile(cur["probe"], .95)]) if cur["probe"] else None,
+                 "baseline": stats([percentile(old["probe"], .95)]) if old and old["probe"] else None,
+                 "note": "a second EventSource on the page's main thread: how long an event waits behind the "
+                         f"page's work; current {long_note(cur)}"
+                         + (f"; before {long_note(old)}" if old else "")})
+    rows.append({"metric": f"{label}: main thread busy", "unit": "%",
+                 "appliance": stats([100 * cur["busy"]]), "baseline": stats([100 * old["busy"]]) if old else None,
+                 "note": "Chrome's TaskDuration over the phase / its length; baseline: the page before"})
+    rows.append({"metric": f"{label}: main-thread ms per redraw", "unit": "ms",
+                 "appliance": stats([cur["draw_ms_mean"]]) if cur["draw_ms_mean"] is not None else None,
+                 "baseline": stats([old["draw_ms_mean"]]) if old and old["draw_ms_mean"] is not None else None,
+                 "note": f"mean; current: one track's figure, {cur['draws']} redraws"
+                         + (f"; before: the whole figure (Plotly.react), {old['draws']} redraws" if old else "")})
     return rows
 
 
@@ -261,7 +342,7 @@ def run(opts) -> dict[str, Any]:
     if why:
         raise RuntimeError(why)
     say = opts.say
-    phase_s = 6.0 if opts.quick else 25.0
+    phase_s = 6.0 if opts.quick else 20.0
     streams_s = 6.0 if opts.quick else 15.0
     rows: list[dict[str, Any]] = []
     raw: dict[str, Any] = {}
@@ -273,126 +354,141 @@ def run(opts) -> dict[str, Any]:
         build_history(db)
         say(f"  history: 24 h x 20 channels at 1 Hz written in {time.perf_counter() - started:.1f} s, "
             f"{db.stat().st_size / MB:.0f} MB")
+        old_root = baseline_webroot(tmp / "before")
+        if old_root is None:
+            say(f"  the page before ({BASELINE_REV[:7]}) is not in this tree's git history: measuring the current one only")
         programs = []
         readers: list[SseReader] = []
         broker = start_broker(tmp)
         programs.append(broker.program)
         try:
             webs: dict[str, Any] = {}
-            for hz in ("4", "50"):
-                extra = [] if hz == "4" else ["--set", f"web_stream_hz={hz}"]
+            for name, root in (("current", None), ("before", old_root)):
+                if name == "before" and root is None:
+                    continue
                 web = start_program(["web", *broker.port_args(), "--set", f"database_path={db}",
                                      "--set", f"data_dir={tmp}", "--set", "web_port=0",
                                      "--set", f"supervisor_socket={tmp / 'supervisor.sock'}",
-                                     *extra], tmp)
+                                     *(["--set", f"web_root={root}"] if root else [])], tmp)
                 programs.append(web)
                 m = web.wait_for(READY_WEB)
-                webs[hz] = {"program": web, "port": int(m.group(1) or m.group(2))}
+                webs[name] = {"program": web, "port": int(m.group(1) or m.group(2))}
+            current = webs["current"]
             with sync_playwright() as p, Publisher("bench", settings=broker.settings()) as pub, \
                     BusLatency(broker.settings()) as bus:
                 browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
                 try:
-                    pages, quiet_pages = {}, {}
-                    for hz, w in webs.items():
-                        page = browser.new_page()
-                        page.set_default_timeout(20_000)
-                        page.goto(f"http://127.0.0.1:{w['port']}/live")
-                        page.evaluate(OPEN_PROBE)
-                        pages[hz] = page
-                        quiet = browser.new_page()  # a JSON document: no script of the dashboard's runs
-                        quiet.goto(f"http://127.0.0.1:{w['port']}/api/channels")
-                        quiet.evaluate(OPEN_PROBE)
-                        quiet_pages[hz] = quiet
-                    for hz, w in webs.items():  # the web path without a browser
-                        w["plain"] = SseReader(w["port"], 99)
-                        readers.append(w["plain"])
-                        w["plain"].thread.start()
+                    quiet = browser.new_page()  # a JSON document: no script of the dashboard's runs
+                    quiet.goto(f"http://127.0.0.1:{current['port']}/api/channels")
+                    quiet.evaluate(OPEN_PROBE)
+                    plain = SseReader(current["port"], 99)  # the web path without a browser
+                    readers.append(plain)
+                    plain.thread.start()
                     wait_subscribed(pub, bus)
-                    # readiness: frames reach every page (the hubs' subscriptions have propagated)
-                    deadline = time.monotonic() + 20
-                    while not all(pg.evaluate("() => window.__lat.length") for pg in pages.values()):
+                    rss_start = None  # taken once the program is warm: after its first /live phase
+
+                    def open_page(name: str) -> LivePage:
+                        page = LivePage(browser, webs[name]["port"])
+                        deadline = time.monotonic() + 30
+                        while not page.ready():  # the hub's subscription is up and the page draws
+                            if time.monotonic() > deadline:
+                                raise RuntimeError(f"the {name} page never received and drew a frame")
+                            pub.publish("drilling", frame_values(rng), ts=now_ms())
+                            time.sleep(0.1)
+                        time.sleep(1.0)  # let the first full draws pass
+                        return page
+
+                    for i, rate in enumerate((1, 10)):
+                        results: dict[str, Any] = {}
+                        order = [n for n in ("current", "before") if n in webs]
+                        if i % 2:
+                            order.reverse()
+                        for name in order:
+                            say(f"  latency: /live {name}, publishing at {rate} Hz for {phase_s:.0f} s ...")
+                            page = open_page(name)
+                            quiet.evaluate(TAKE)
+                            plain.take()
+                            bus.take()
+                            page.start()
+                            sent = publish_for(pub, rate, phase_s, rng)
+                            results[name] = page.take()
+                            page.close()
+                            base = bus.take()
+                            if name == "current":
+                                results["quiet"], results["plain"], results["bus"] = quiet.evaluate(TAKE), plain.take(), base
+                                if rss_start is None:
+                                    rss_start = rss_mb(current["program"].proc.pid)
+                            r = results[name]
+                            receipt = (r["perf"] or {}).get("receipt") or r["probe"]
+                            say(f"    receipt p95 {percentile(receipt, .95):.0f} ms ({len(receipt)}/{sent}), "
+                                f"main-thread probe p95 {percentile(r['probe'], .95):.0f} ms, busy {100 * r['busy']:.0f} %, "
+                                f"{r['draws']} redraws of {r['draw_ms_mean'] or 0:.0f} ms; bus p95 {percentile(base, .95):.1f} ms")
+                        label = f"{rate} Hz x 20 ch"
+                        rows += latency_rows(label, results["current"], results.get("before"), results["bus"], raw, sent)
+                        for what, values, note in (
+                                ("quiet page", results["quiet"], "the same probe in a page showing /api/channels (no dashboard script)"),
+                                ("plain SSE client", results["plain"], "the same stream read by http.client in this process, no browser")):
+                            if values:
+                                rows.append({"metric": f"{label}: receipt p95, {what}", "unit": "ms",
+                                             "appliance": stats([percentile(values, .95)]),
+                                             "baseline": stats([percentile(results['bus'], .95)]),
+                                             "note": f"{note}; p50 {percentile(values, .5):.0f} ms, max {max(values):.0f} ms"})
+
+                    say(f"  streams: {STREAMS} more readers on the current web program, 10 Hz for {streams_s:.0f} s ...")
+                    page = open_page("current")
+                    # the closed pages' streams end when the server next writes to them: wait
+                    # until only this page's two, the quiet page's and the plain reader's are left
+                    conn = http.client.HTTPConnection("127.0.0.1", current["port"], timeout=30)
+                    deadline = time.monotonic() + 30
+                    while get_ms(conn, "/api/system")[1]["bus"]["streams"] > 4:
                         if time.monotonic() > deadline:
-                            raise RuntimeError("the pages never received a frame")
+                            raise RuntimeError("the closed pages' live streams were never released")
                         pub.publish("drilling", frame_values(rng), ts=now_ms())
-                        time.sleep(0.1)
-                    time.sleep(0.5)
-                    for pg in (*pages.values(), *quiet_pages.values()):
-                        pg.evaluate(TAKE)
-                        pg.evaluate(TAKE_LONG)
-                    for w in webs.values():
-                        w["plain"].take()
-                    bus.take()
-                    rss_start = {hz: rss_mb(w["program"].proc.pid) for hz, w in webs.items()}
-
-                    for rate in (1, 10):
-                        say(f"  latency: publishing at {rate} Hz for {phase_s:.0f} s ...")
-                        sent = publish_for(pub, rate, phase_s, rng)
-                        lat = {hz: pg.evaluate(TAKE) for hz, pg in pages.items()}
-                        plain = {hz: w["plain"].take() for hz, w in webs.items()}
-                        quiet = {hz: pg.evaluate(TAKE) for hz, pg in quiet_pages.items()}
-                        long = {hz: pg.evaluate(TAKE_LONG) for hz, pg in pages.items()}
-                        base = bus.take()
-                        say("    " + ", ".join(f"web {hz} Hz p95 page {percentile(v, .95):.0f} ms ({len(v)}/{sent}), "
-                                               f"plain SSE {percentile(plain[hz], .95):.0f} ms"
-                                               for hz, v in lat.items() if v and plain[hz])
-                            + f"; bus p95 {percentile(base, .95):.1f} ms")
-                        rows += latency_rows(f"{rate} Hz x 20 ch", plain, quiet, long, lat, base, raw, sent,
-                                             "The live page's own stream is open too.")
-
-                    say(f"  streams: {STREAMS} more readers on each web program, 10 Hz for {streams_s:.0f} s ...")
-                    for hz, w in webs.items():
-                        w["readers"] = [SseReader(w["port"], i) for i in range(STREAMS)]
-                        readers += w["readers"]
-                    for w in webs.values():
-                        for r in w["readers"]:
-                            r.thread.start()
+                        time.sleep(0.2)
+                    conn.close()
+                    streamers = [SseReader(current["port"], i) for i in range(STREAMS)]
+                    readers += streamers
+                    for r in streamers:
+                        r.thread.start()
                     deadline = time.monotonic() + 10
-                    while not all(r.status for r in readers) and time.monotonic() < deadline:
+                    while not all(r.status for r in streamers) and time.monotonic() < deadline:
                         time.sleep(0.05)
+                    bus.take()
+                    page.start()
                     t_start = time.monotonic()
                     sent = publish_for(pub, 10, streams_s, rng)
                     t_end = time.monotonic() - 0.5
-                    lat = {hz: pg.evaluate(TAKE) for hz, pg in pages.items()}
-                    plain = {hz: w["plain"].take() for hz, w in webs.items()}
-                    quiet = {hz: pg.evaluate(TAKE) for hz, pg in quiet_pages.items()}
-                    long = {hz: pg.evaluate(TAKE_LONG) for hz, pg in pages.items()}
+                    loaded = page.take()
+                    page.close()
                     base = bus.take()
-                    rss_end = {hz: rss_mb(w["program"].proc.pid) for hz, w in webs.items()}
-                    for r in readers:
+                    rss_end = rss_mb(current["program"].proc.pid)
+                    for r in streamers:
                         r.close()
-                    readers.clear()
-                    rows += latency_rows(f"10 Hz x 20 ch, {STREAMS} more streams open", plain, quiet, long, lat,
-                                         base, raw, sent,
-                                         f"{STREAMS} SSE readers in threads here on each web program.")
-                    for hz, w in webs.items():
-                        rs = w["readers"]
-                        counts = [r.frames for r in rs]
-                        gaps = [r.max_gap(t_start, t_end) for r in rs]
-                        errors = [r.error for r in rs if r.error]
-                        raw[f"streams_web_{hz}hz"] = {"frames": counts, "max_gap_s": gaps, "errors": errors,
-                                                      "sent": sent}
-                        say(f"    web {hz} Hz: frames per stream min {min(counts)} median "
-                            f"{statistics.median(counts):.0f} of {sent}; max gap {max(gaps):.2f} s"
-                            + (f"; errors: {errors[:3]}" if errors else ""))
-                        rows.append({"metric": f"{STREAMS} streams, web {hz} Hz: frames per stream (min)",
-                                     "unit": "frames", "appliance": stats([min(counts)]), "baseline": None,
-                                     "target": {"on": "value", "op": ">=", "limit": round(sent * 0.95)},
-                                     "note": f"median {statistics.median(counts):.0f}, {sent} published at 10 Hz "
-                                             f"over {streams_s:.0f} s; {STREAMS} readers + the /live page's 2 streams, "
-                                             f"the quiet page's and the plain reader's: 24 open, the default "
-                                             f"web_max_streams (web_threads 32)"
-                                             + (f"; errors: {errors[:3]}" if errors else ""),
-                                     "error": bool(errors)})
-                        rows.append({"metric": f"{STREAMS} streams, web {hz} Hz: longest gap, any stream",
-                                     "unit": "s", "appliance": stats([max(gaps)]), "baseline": None,
-                                     "target": {"on": "value", "op": "<=", "limit": STALL_S},
-                                     "note": "longest time without a frames event on one stream while publishing"})
+                    rows += latency_rows(f"10 Hz x 20 ch, {STREAMS} more streams open", loaded, None, base, raw, sent)
+                    counts = [r.frames for r in streamers]
+                    gaps = [r.max_gap(t_start, t_end) for r in streamers]
+                    errors = [r.error for r in streamers if r.error]
+                    raw["streams"] = {"frames": counts, "max_gap_s": gaps, "errors": errors, "sent": sent}
+                    say(f"    frames per stream min {min(counts)} median {statistics.median(counts):.0f} of {sent}; "
+                        f"max gap {max(gaps):.2f} s" + (f"; errors: {errors[:3]}" if errors else ""))
+                    rows.append({"metric": f"{STREAMS} streams: frames per stream (min)",
+                                 "unit": "frames", "appliance": stats([min(counts)]), "baseline": None,
+                                 "target": {"on": "value", "op": ">=", "limit": round(sent * 0.95)},
+                                 "note": f"median {statistics.median(counts):.0f}, {sent} published at 10 Hz "
+                                         f"over {streams_s:.0f} s; {STREAMS} readers + the /live page's 2 streams, "
+                                         f"the quiet page's and the plain reader's: 24 open, the default "
+                                         f"web_max_streams (web_threads 32)" + (f"; errors: {errors[:3]}" if errors else ""),
+                                 "error": bool(errors)})
+                    rows.append({"metric": f"{STREAMS} streams: longest gap, any stream",
+                                 "unit": "s", "appliance": stats([max(gaps)]), "baseline": None,
+                                 "target": {"on": "value", "op": "<=", "limit": STALL_S},
+                                 "note": "longest time without a frames event on one stream while publishing"})
                 finally:
                     browser.close()
 
             say("  history: /api/series over HTTP vs read.series in this process ...")
             n = max(opts.runs, 5)
-            conn = http.client.HTTPConnection("127.0.0.1", webs["4"]["port"], timeout=30)
+            conn = http.client.HTTPConnection("127.0.0.1", current["port"], timeout=30)
             try:
                 for label, hours in (("1 h", 1), ("24 h", 24)):
                     start, end = T0 + (24 - hours) * 3_600_000, T0 + 86_400_000
@@ -418,14 +514,12 @@ def run(opts) -> dict[str, Any]:
             finally:
                 conn.close()
 
-            for hz, w in webs.items():
-                growth = rss_end[hz] - rss_start[hz]
-                raw[f"rss_web_{hz}hz_mb"] = {"start": rss_start[hz], "end": rss_end[hz]}
-                rows.append({"metric": f"RSS web {hz} Hz, growth over the streaming phases", "unit": "MB",
-                             "appliance": stats([growth]), "baseline": None,
-                             "note": f"VmRSS {rss_start[hz]:.1f} -> {rss_end[hz]:.1f} MB over "
-                                     f"{2 * phase_s + streams_s:.0f} s of streaming (1 and 10 Hz, then "
-                                     f"{STREAMS} extra streams); the benchmark's span, not an hour"})
+            raw["rss_web_mb"] = {"start": rss_start, "end": rss_end}
+            rows.append({"metric": "RSS web, growth over the streaming phases", "unit": "MB",
+                         "appliance": stats([rss_end - rss_start]), "baseline": None,
+                         "note": f"VmRSS {rss_start:.1f} -> {rss_end:.1f} MB from the end of the current page's "
+                                 f"first phase (warm) to the end of the streams phase; minutes, not the hour: "
+                                 f"see web-soak"})
         finally:  # every step on its own: one failing must not leave programs running
             for r in readers:
                 try:

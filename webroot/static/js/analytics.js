@@ -372,6 +372,12 @@
       Plotly.purge(chart);
       chart.textContent = 'No activity breakdown for this range.';
     }
+    const states = $('kpi-rig-states');
+    const byState = k.time_by_rig_state;
+    states.hidden = !byState;
+    states.textContent = byState ? 'By rig state: ' + Object.entries(byState).map(function (e) {
+      return e[0].replace(/_/g, ' ') + ' ' + rigtel.fmtNumber(e[1]) + ' h';
+    }).join(' · ') : '';
     const c = k.connection_summary;
     const speed = k.tripping_speed || {};
     $('kpi-facts').replaceChildren(...[

@@ -1,5 +1,6 @@
 /* Shared by every page: formatting, the JSON API, the live link (Server-Sent Events from
-   /api/stream), the connection indicator and the active-alarm strip.
+   /api/stream, received by feed.js in a Web Worker and handed over in batches, so that a
+   page busy drawing never delays receipt), the connection indicator and the active-alarm strip.
 
    A page script sets rigtel.streamOptions ({channels, rateHz}) and subscribes with
    rigtel.on('frames' | 'snapshot' | 'alert' | 'status' | 'link' | 'alarms', fn) before
@@ -33,11 +34,14 @@
     if (!value) return NaN;
     return Date.parse(value.length === 16 ? value + ':00Z' : value + 'Z');
   };
+  // one formatter per number of digits: toLocaleString with options builds a new one per call
+  const NUMBER_FORMATS = [0, 1, 2, 3].map(function (digits) {
+    return new Intl.NumberFormat('en-US', { minimumFractionDigits: digits, maximumFractionDigits: digits });
+  });
   rigtel.fmtNumber = function (v) {
     if (v === null || v === undefined || !isFinite(v)) return '—';
     const a = Math.abs(v);
-    const digits = a >= 1000 ? 0 : a >= 100 ? 1 : a >= 1 ? 2 : 3;
-    return v.toLocaleString('en-US', { minimumFractionDigits: digits, maximumFractionDigits: digits });
+    return NUMBER_FORMATS[a >= 1000 ? 0 : a >= 100 ? 1 : a >= 1 ? 2 : 3].format(v);
   };
   rigtel.fmtCount = function (n) {
     if (n === null || n === undefined || !isFinite(n)) return '—';
@@ -122,7 +126,10 @@
     lastEventId: null,
     lastDataTs: null,       // newest data timestamp seen (rig time, epoch ms)
     framesReceived: 0,
-    source: null,
+    dropped: 0,             // frames the feed let go because this page did not take them
+    readyState: 0,          // of the stream's EventSource (0 connecting, 1 open, 2 closed)
+    transport: null,        // 'worker' or 'page': where the feed runs
+    ack: function () {},
   };
 
   /** Seconds since the last frame anywhere on the bus, as best known; null if never. */
@@ -135,74 +142,120 @@
     return Math.min(mine, server);
   };
 
-  function streamUrl(manualLastId) {
+  function streamUrl() {
     const o = rigtel.streamOptions || {};
     const q = new URLSearchParams();
     if (o.channels && o.channels.length) q.set('channels', o.channels.join(','));
     if (o.rateHz) q.set('rate_hz', String(o.rateHz));
-    if (manualLastId) q.set('last_event_id', manualLastId);
     const s = q.toString();
     return '/api/stream' + (s ? '?' + s : '');
   }
 
-  function openStream(manualLastId) {
-    const es = new EventSource(streamUrl(manualLastId));
-    link.source = es;
-    es.addEventListener('open', function () { link.openedOnce = true; evaluate(); });
-    es.addEventListener('snapshot', function (e) {
-      const d = JSON.parse(e.data);
+  /** Measurements for the benchmark and the tests, off unless asked for (rigtel.perf.start()):
+      per live frame, wall-clock ms from its timestamp to its receipt (in the feed) and to its
+      handling here; pages add their own (live.js: shown in the tiles, drawn on a track). */
+  const PERF_LIMIT = 200000;
+  const perf = rigtel.perf = {
+    on: false,
+    series: {},
+    start: function () { perf.on = true; perf.series = {}; },
+    add: function (name, value) {
+      const s = perf.series[name] || (perf.series[name] = []);
+      if (s.length < PERF_LIMIT) s.push(value);
+    },
+    take: function () { const s = perf.series; perf.series = {}; return s; },
+  };
+
+  /** Start the feed (feed.js) in a Web Worker, or in this page if no worker can run. */
+  function startFeed() {
+    const script = document.body.dataset.feed;
+    let send = null;
+    function inPage(why) {
+      console.warn('rigtel: the live feed runs in the page (' + why + ')');
+      link.transport = 'page';
+      const receive = rigtel.createFeed(function (msg) { onFeed(msg); });
+      send = receive;
+      receive({ type: 'open', url: streamUrl() });
+    }
+    link.ack = function () { if (send) send({ type: 'ack' }); };
+    if (typeof Worker === 'undefined' || !script) { inPage('no Web Worker'); return; }
+    let worker;
+    try {
+      worker = new Worker(script);
+    } catch (e) {
+      inPage(e.message);
+      return;
+    }
+    let heard = false;
+    worker.addEventListener('message', function (e) { heard = true; onFeed(e.data); });
+    worker.addEventListener('error', function (e) {
+      if (heard) return;  // the worker ran and later failed: its own retries cover the stream
+      e.preventDefault();
+      worker.terminate();
+      inPage('the worker did not start: ' + (e.message || 'error'));
+    });
+    link.transport = 'worker';
+    send = function (msg) { worker.postMessage(msg); };
+    send({ type: 'open', url: streamUrl() });
+  }
+
+  function onFeed(msg) {
+    if (msg.type === 'state') {
+      link.readyState = msg.readyState;
+      link.openedOnce = link.openedOnce || msg.opened;
+      evaluate();
+      return;
+    }
+    if (msg.type !== 'batch') return;
+    const wallNow = Date.now();
+    const perfNow = performance.now();
+    if (msg.lastEventId) link.lastEventId = msg.lastEventId;
+    link.dropped += msg.dropped;
+    link.readyState = EventSource.OPEN;  // a batch comes only from an open stream
+    link.openedOnce = true;
+    if (msg.snapshot) {
+      const d = msg.snapshot;
       link.serverAgeS = d.data_age_s;
-      link.serverAgeAt = performance.now();
+      link.serverAgeAt = perfNow;
       for (const pair of Object.values(d.values || {})) {
         if (link.lastDataTs === null || pair[0] > link.lastDataTs) link.lastDataTs = pair[0];
       }
       for (const a of d.alerts || []) applyAlarm(a, true);
       emitAlarms();
       emit('snapshot', d);
-      evaluate();
-    });
-    es.addEventListener('frames', function (e) {
-      const d = JSON.parse(e.data);
-      if (e.lastEventId) link.lastEventId = e.lastEventId;
-      const frames = d.frames || [];
-      if (frames.length) {
-        if (!d.backfill) link.lastFrameWall = performance.now();
-        const last = frames[frames.length - 1][0];
+    }
+    if (msg.chunks.length) {
+      const frames = [];
+      for (const c of msg.chunks) {
+        if (!c.backfill) {
+          link.lastFrameWall = Math.max(link.lastFrameWall, perfNow - (wallNow - c.recvAt));
+          if (perf.on) for (const f of c.frames) { perf.add('receipt', c.recvAt - f[0]); perf.add('handled', wallNow - f[0]); }
+        }
+        const last = c.frames[c.frames.length - 1][0];
         if (link.lastDataTs === null || last > link.lastDataTs) link.lastDataTs = last;
-        link.framesReceived += frames.length;
+        link.framesReceived += c.frames.length;
+        for (const f of c.frames) frames.push(f);
       }
-      emit('frames', d);
-      evaluate();
-    });
-    es.addEventListener('alert', function (e) {
-      const d = JSON.parse(e.data);
-      applyAlarm(d, true);
-      emitAlarms();
-      emit('alert', d);
-    });
-    es.addEventListener('status', function (e) {
-      const d = JSON.parse(e.data);
-      link.serverAgeS = d.data_age_s;
-      link.serverAgeAt = performance.now();
-      emit('status', d);
-      evaluate();
-    });
-    es.addEventListener('error', function () {
-      // The browser retries by itself (sending Last-Event-ID) unless the answer was not a
-      // stream at all, e.g. 503 when too many are open: then it gives up and so we retry.
-      if (es.readyState === EventSource.CLOSED) {
-        es.close();
-        setTimeout(function () { openStream(link.lastEventId); }, 5000);
-      }
-      evaluate();
-    });
+      emit('frames', { frames: frames, dropped: msg.dropped, chunks: msg.chunks });
+    }
+    for (const a of msg.alerts) {
+      applyAlarm(a, true);
+      emit('alert', a);
+    }
+    if (msg.alerts.length) emitAlarms();
+    if (msg.status) {
+      link.serverAgeS = msg.status.data_age_s;
+      link.serverAgeAt = perfNow;
+      emit('status', msg.status);
+    }
+    evaluate();
+    link.ack();  // handled: the feed may send what has gathered meanwhile
   }
 
   function evaluate() {
-    const es = link.source;
     const age = rigtel.dataAgeS();
     let state;
-    if (!es || es.readyState !== EventSource.OPEN) state = link.openedOnce ? 'lost' : 'connecting';
+    if (link.readyState !== EventSource.OPEN) state = link.openedOnce ? 'lost' : 'connecting';
     else if (age === null) state = 'nodata';
     else if (age > STALE_AFTER_S) state = 'stale';
     else state = 'live';
@@ -309,7 +362,7 @@
   // -- start ----------------------------------------------------------------------------
 
   document.addEventListener('DOMContentLoaded', function () {
-    openStream(null);
+    startFeed();
     setInterval(evaluate, 1000);
     rigtel.pollAlarms();
     setInterval(rigtel.pollAlarms, ALARM_POLL_MS);

@@ -68,6 +68,39 @@
     ]);
     previous = { at: now, received: Object.assign({}, rec) };
 
+    // rig data sources, from their heartbeats
+    const box = $('sources');
+    box.replaceChildren();
+    const sources = s.sources || [];
+    $('sources-none').hidden = sources.length > 0;
+    for (const src of sources) {
+      const st = src.stats || {};
+      const dl = rigtel.h('dl', { className: 'facts', dataset: { src: src.src } });
+      const rows = [['source', src.src + ' (' + src.program + ')'],
+                    ['last heartbeat', rigtel.fmtDuration(src.heard_s_ago) + ' ago', src.heard_s_ago > 10]];
+      if (src.program === 'wits0') {
+        const unmapped = Object.entries(st.unmapped_codes || {});
+        const bad = Object.entries(st.bad_by_reason || {});
+        rows.push(
+          ['link', st.connected ? 'connected to ' + st.peer : 'not connected (' + st.mode + ')', !st.connected],
+          ['frames', rigtel.fmtCount(st.frames) + ' · ' + rigtel.fmtNumber(st.frames_per_s) + '/s'],
+          ['last frame', st.last_frame_age_s === null || st.last_frame_age_s === undefined ? 'none yet'
+            : rigtel.fmtDuration(st.last_frame_age_s) + ' ago', !(st.last_frame_age_s < 30)],
+          ['bad lines', rigtel.fmtCount(st.bad_lines) + (bad.length ? ' (' + bad.map(function (e) { return e[0] + ': ' + e[1]; }).join(', ') + ')' : ''), st.bad_lines > 0],
+          ['unmapped WITS0 codes', unmapped.length ? unmapped.map(function (e) { return e[0] + ' ×' + e[1]; }).join(', ') + ' — add them to the mapping file' : 'none', unmapped.length > 0],
+          ['reconnects', rigtel.fmtCount(st.reconnects)]);
+      } else if (src.program === 'replay') {
+        rows.push(['file', st.file || '—'], ['rows', rigtel.fmtCount(st.rows) + ' · ' + rigtel.fmtNumber(st.rows_per_s) + '/s']);
+      } else if (src.program === 'wits0-out') {
+        rows.push(['clients', (st.clients || []).join(', ') || (st.enabled ? 'none connected' : 'off')],
+                  ['frames sent', rigtel.fmtCount(st.frames_sent)]);
+      } else {
+        rows.push(['frames', rigtel.fmtCount(st.frames)], ['activity', st.activity || '—']);
+      }
+      facts(dl, rows);
+      box.append(dl);
+    }
+
     // database
     const d = s.database || {};
     const bytes = d.bytes || {};

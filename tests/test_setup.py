@@ -1,0 +1,146 @@
+"""The installer's Python half: settings written and updated in place, the supervisord
+configuration rendered from the template, the systemd unit; and `rigtel status` pieces."""
+
+from __future__ import annotations
+
+import configparser
+import re
+import subprocess
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pytest
+
+from appliance.config import load
+from appliance.ops import setup
+from appliance.ops.layout import Layout, render_supervisord_conf
+from appliance.ops.status import FAIL, OK, Check, certificate_expiry, healthy, report
+
+REPO = Path(__file__).resolve().parents[1]
+TEMPLATE = (REPO / "etc/supervisord.conf.in").read_text()
+
+
+def test_update_ini_keeps_comments_and_other_settings():
+    text = "; my rig\n[appliance]\nrig_id = rig-9\n; web_port = 8080\nlog_level = INFO\n\n[other]\nx = 1\n"
+    out = setup.update_ini(text, {"web_port": "9000", "log_level": "DEBUG", "simulator_speed": "5"})
+    assert out.startswith("; my rig\n[appliance]\nrig_id = rig-9\nweb_port = 9000\nlog_level = DEBUG\n"
+                          "simulator_speed = 5\n")
+    assert out.endswith("[other]\nx = 1\n")
+    assert setup.update_ini("", {"rig_id": "a"}) .strip().endswith("[appliance]\nrig_id = a")
+
+
+def _settings(root: Path, *sets: str) -> int:
+    return setup.main(["settings", "--root", str(root), "--opt-current", str(root / "opt/rigtel/current"),
+                       "--template", str(REPO / "etc/appliance.ini"), *[a for s in sets for a in ("--set", s)]])
+
+
+def test_settings_fresh_then_upgrade_changes_only_what_is_named(tmp_path: Path, capsys):
+    root = tmp_path / "p"
+    Layout(root).make_dirs()
+    assert _settings(root, "web_port=18080", "rig_id=rig-7") == 0
+    ini = root / "etc/rigtel/appliance.ini"
+    cfg = load(config_file=str(ini), env={}, dotenv="")
+    assert cfg.database_path == str(root / "var/lib/rigtel/rigtel.db") and cfg.web_port == 18080
+    assert cfg.supervisor_socket == str(root / "run/rigtel/supervisor.sock") and cfg.rig_id == "rig-7"
+    assert ini.stat().st_mode & 0o777 == 0o640
+    ini.write_text(ini.read_text() + "; the site's own note\n")
+    assert _settings(root, "simulator_speed=3") == 0
+    text = ini.read_text()
+    assert "; the site's own note" in text and "web_port = 18080" in text and "simulator_speed = 3" in text
+    # a bad value: refused with the setting named, the file untouched
+    before = ini.read_text()
+    assert _settings(root, "web_port=eighty") == 2
+    assert "web_port" in capsys.readouterr().err and ini.read_text() == before
+    assert not ini.with_name("appliance.ini.new").exists()
+
+
+def test_render_every_program_of_the_template_with_user_socket_group_unit_and_pointers(tmp_path: Path):
+    root = tmp_path / "sys"
+    Layout(root).make_dirs()
+    release = root / "opt/rigtel/releases/x"
+    (release / "venv").mkdir(parents=True)
+    assert setup.main(["render", "--root", str(root), "--opt-current", str(root / "opt/rigtel/current"),
+                       "--release", str(release), "--template", str(REPO / "etc/supervisord.conf.in"),
+                       "--user", "rigtel", "--group", "rigtel"]) == 0
+    conf = (root / "etc/rigtel/supervisord.conf").read_text()
+    parser = configparser.ConfigParser(interpolation=None)
+    parser.read_string(conf)
+    sections = [s for s in parser.sections() if s.startswith(("program:", "eventlistener:"))]
+    assert len(sections) == len(re.findall(r"^\[(?:program|eventlistener):", TEMPLATE, re.M))
+    for s in sections:
+        assert parser[s]["user"] == "rigtel", s
+        assert int(parser[s]["startsecs"]) >= 3
+        assert parser[s]["command"].startswith(str(root / "opt/rigtel/current/venv/bin/python") + " -m appliance ")
+    assert parser["unix_http_server"]["chmod"] == "0770" and parser["unix_http_server"]["chown"] == "root:rigtel"
+    assert parser["eventlistener:program-alerts"]["events"] == \
+        "PROCESS_STATE_EXITED,PROCESS_STATE_FATAL,PROCESS_STATE_RUNNING"
+    assert "redirect_stderr" not in parser["eventlistener:program-alerts"]  # stdout is the protocol
+    broker = [p for p in setup.programs(conf) if p[0] != "program-alerts"][0]
+    assert broker[0] == "broker"  # the bus first
+    for pointer in (root / "etc/supervisord.conf", release / "venv/etc/supervisord.conf"):
+        assert f"serverurl = unix://{root}/run/rigtel/supervisor.sock" in pointer.read_text()
+    unit = (root / "etc/systemd/system/rigtel.service").read_text()
+    assert "KillMode=mixed" in unit and "Type=simple" in unit
+    assert int(re.search(r"TimeoutStopSec=(\d+)", unit)[1]) > sum(p[2] for p in setup.programs(conf))
+
+
+def test_someone_elses_supervisord_conf_is_left_alone(tmp_path: Path, capsys):
+    theirs = tmp_path / "supervisord.conf"
+    theirs.write_text("[supervisord]\n")
+    assert not setup.write_pointer(theirs, "x")
+    assert theirs.read_text() == "[supervisord]\n" and "left alone" in capsys.readouterr().err
+
+
+def test_prefix_mode_renders_no_user_and_no_chown():
+    text = render_supervisord_conf(TEMPLATE, Layout(Path("/p")), "/p/python")
+    assert "\nuser =" not in text and "chown" not in text
+
+
+def test_certificate_expiry_is_read_from_the_file(tmp_path: Path):
+    cert, key = tmp_path / "c.pem", tmp_path / "k.pem"
+    run = subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "10",
+                          "-subj", "/CN=rig", "-keyout", str(key), "-out", str(cert)], capture_output=True)
+    if run.returncode != 0:
+        pytest.skip("no openssl command to make a test certificate")
+    days = (certificate_expiry(str(cert)) - datetime.now(timezone.utc)).total_seconds() / 86400
+    assert 9 < days <= 10
+    with pytest.raises(ValueError, match="cannot read the certificate"):
+        certificate_expiry(str(tmp_path / "missing.pem"))
+
+
+def test_report_is_unhealthy_on_any_fail():
+    checks = [Check("a", OK, "fine"), Check("b", FAIL, "down")]
+    assert not healthy(checks) and "NOT healthy" in report(checks, False)
+    assert '"healthy": false' in report(checks, True)
+    assert healthy(checks[:1])
+
+
+def test_data_checks_read_freshness_gaps_and_alerts_from_the_database(tmp_path: Path):
+    import sqlite3
+    import time
+
+    from appliance.ops.status import WARN, check_data
+    from appliance.store.schema import DDL
+
+    db_path = tmp_path / "rigtel.db"
+    cfg = load({"database_path": str(db_path)}, config_file=str(REPO / "etc/appliance.ini"), env={}, dotenv="")
+    assert check_data(cfg, 60)[0].level == FAIL  # no database at all
+    db = sqlite3.connect(db_path)
+    db.executescript(DDL)
+    db.commit()
+    assert "no drilling data stored yet" in check_data(cfg, 60)[0].text
+    now = time.time_ns() // 1_000_000
+    db.execute("INSERT INTO streams (src, boot, topic, first_seq, last_seq, messages, updated_ms) "
+               "VALUES ('r.sim', 'b', 'drilling', 1, 10, 10, ?)", (now - 5000,))
+    db.execute("INSERT INTO gaps (src, boot, topic, first_seq, last_seq, detected_ms) VALUES "
+               "('r.sim', 'b', 'drilling', 3, 4, ?)", (now,))
+    db.execute("INSERT INTO alerts (ts, src, seq, alert_id, kind, state, priority, data) VALUES "
+               "(?, 'r.supervisor', 1, 'program-web', 'program_down', 'active_unack', 'high', ?)",
+               (now, '{"id": "program-web", "kind": "program_down", "priority": "high"}'))
+    db.commit()
+    data, gaps, alerts = check_data(cfg, 60)
+    assert data.level == OK and "5 s ago" in data.text
+    assert gaps.level == WARN and "2 message(s) lost" in gaps.text
+    assert alerts.level == WARN and "program-web" in alerts.text
+    assert check_data(cfg, 2)[0].level == FAIL  # stale for a tighter limit
+    db.close()
