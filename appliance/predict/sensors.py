@@ -94,6 +94,10 @@ class SensorGuard:
                 st.run_start_s, st.run_len = t_s, 1
             st.change_rate += ((x != st.last_raw) - st.change_rate) * 0.05
             st.last_raw = x
+            if not st.judged:  # an integrator's own channel: what is odd for it is unknown
+                st.accepted = x
+                out[name] = x
+                continue
             if (st.run_len >= SUSPECT_SAMPLES and t_s - st.run_start_s >= SUSPECT_S
                     and st.moving_before > MOVING and abs(x) > st.rest and name not in STATIC_CHANNELS):
                 continue  # suspect: frozen after moving
