@@ -46,8 +46,9 @@ from appliance.bus.spool import HEADER, SEQ_TOPIC, scan  # noqa: E402
 from appliance.ops.layout import Layout, render_supervisord_conf  # noqa: E402
 from tests.conftest import make_web_login  # noqa: E402
 
-PROGRAMS = ["broker", "saver", "simulator", "logger", "maintenance", "web"]
-SOURCE = "simulator"
+PROGRAMS = ["broker", "saver", "source", "logger", "maintenance", "web"]
+SOURCE = "simulator"  # the publisher's name: its source id and spool folder
+SOURCE_PROGRAM = "source"  # the supervisord program that runs it (data_source = simulator)
 TOPIC = "drilling"
 ALARM_FLOOD_PER_10_MIN = 10  # EEMUA 191: more than ~1 alarm a minute is beyond an operator
 
@@ -208,7 +209,7 @@ def main(argv: list[str]) -> int:
         time.sleep(10)  # a few announcements: the saver fetches the tails of the killed runs
 
         say("stopping the source; waiting for the saver to catch up")
-        app.ctl("stop", SOURCE)
+        app.ctl("stop", SOURCE_PROGRAM)
         spool_dir = app.layout.lib_dir / "spool" / f"chaos.{SOURCE}"
         source = f"chaos.{SOURCE}"
         sent = published(spool_dir)
@@ -251,7 +252,7 @@ def main(argv: list[str]) -> int:
         if dead:
             failures.append(f"dead letters: {dead}")
         states = app.states()
-        not_running = {n: s for n, (s, _) in states.items() if s != "RUNNING" and n != SOURCE}
+        not_running = {n: s for n, (s, _) in states.items() if s != "RUNNING" and n != SOURCE_PROGRAM}
         if not_running:
             failures.append(f"programs not RUNNING: {not_running}")
         integrity = query(app.db, "PRAGMA integrity_check")
