@@ -137,14 +137,14 @@ class Install:
         self.db = prefix / "var/lib/rigtel/rigtel.db"
         self.log_dir = prefix / "var/log/rigtel"
         self.bin = self.opt / "current/venv/bin"
-        self.frontend, self.backend, self.web_port, self.http_port = free_ports(4)
+        self.frontend, self.backend, self.web_port, self.http_port, self.wits0_out = free_ports(5)
 
     def port_settings(self) -> list[str]:
         """--set arguments giving every listening port a free one, so installs run side by side."""
         from appliance.config import SETTINGS
 
         ports = {"broker_frontend_port": self.frontend, "broker_backend_port": self.backend,
-                 "web_port": self.web_port, "web_http_port": self.http_port}
+                 "web_port": self.web_port, "web_http_port": self.http_port, "wits0_out_port": self.wits0_out}
         known = {s.name for s in SETTINGS}
         return [a for name, port in ports.items() if name in known for a in ("--set", f"{name}={port}")]
 
