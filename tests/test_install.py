@@ -421,9 +421,13 @@ for d in etc opt var/lib var/log usr/local run; do
     mount -t overlay overlay -o "lowerdir=/$d,upperdir=$scratch/$n/u,workdir=$scratch/$n/w" "/$d"
 done
 ip link set lo up
-for f in /opt/rigtel /etc/rigtel /var/lib/rigtel; do [ ! -e "$f" ] || { echo "BUSY $f"; exit 9; }; done
-rm -f /etc/supervisord.conf  # in the overlay only: the search must find ours
-if getent passwd rigtel >/dev/null; then echo "BUSY user"; exit 9; fi
+# a fresh machine: whatever this one has of an appliance is hidden, in the overlays only
+for d in /etc /opt /var/lib /var/log /usr/local /run; do
+    [ "$(findmnt -n -o FSTYPE --mountpoint "$d")" = overlay ] || { echo "NOT OVERLAID $d"; exit 9; }
+done
+rm -rf /opt/rigtel /etc/rigtel /var/lib/rigtel /var/log/rigtel /etc/supervisord.conf /etc/systemd/system/rigtel.service
+if getent passwd rigtel >/dev/null; then userdel rigtel; fi
+if getent group rigtel >/dev/null; then groupdel rigtel; fi
 "$@"
 echo "== bare supervisorctl"
 cd /tmp && env -i PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin supervisorctl status || true
