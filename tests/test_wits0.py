@@ -248,7 +248,7 @@ def test_wits0_client_against_a_recorder_into_the_saver(broker, tmp_path):
     saver = start_saver(broker, tmp_path, db)
     recorder = Recorder()
     with Collector(["drilling", "sys.heartbeat"], broker.settings()) as c:
-        program = start_program(["wits0", *broker.port_args(), "--set", "wits0_mode=client",
+        program = start_program(["wits0", *broker.port_args(), "--set", f"data_dir={tmp_path}", "--set", "wits0_mode=client",
                                  "--set", f"wits0_port={recorder.port}", "--set", f"wits0_map={write_map(tmp_path)}",
                                  "--set", "wits0_keepalive_s=0.3", "--set", "wits0_reconnect_max_s=0.5",
                                  "--set", "bus_heartbeat_s=0.2"], tmp_path)
@@ -299,7 +299,7 @@ def test_wits0_client_against_a_recorder_into_the_saver(broker, tmp_path):
 
 def test_wits0_server_takes_the_recorder_and_a_replacement_connection(broker, tmp_path):
     with Collector(["drilling"], broker.settings()) as c:
-        program = start_program(["wits0", *broker.port_args(), "--set", "wits0_mode=server", "--set", "wits0_port=0",
+        program = start_program(["wits0", *broker.port_args(), "--set", f"data_dir={tmp_path}", "--set", "wits0_mode=server", "--set", "wits0_port=0",
                                  "--set", f"wits0_map={write_map(tmp_path)}"], tmp_path)
         port = int(program.wait_for(r"ready: wits0 server listening on 127\.0\.0\.1:(\d+)").group(1))
         first = socket.create_connection(("127.0.0.1", port))
@@ -331,7 +331,7 @@ def test_wits0_serial_through_a_pty(broker, tmp_path):
     device = os.ttyname(slave)
     try:
         with Collector(["drilling"], broker.settings()) as c:
-            program = start_program(["wits0", *broker.port_args(), "--set", "wits0_mode=serial",
+            program = start_program(["wits0", *broker.port_args(), "--set", f"data_dir={tmp_path}", "--set", "wits0_mode=serial",
                                      "--set", f"wits0_serial_device={device}", "--set", "wits0_serial_baud=9600",
                                      "--set", f"wits0_map={write_map(tmp_path)}", "--set", "wits0_keepalive_s=0.2"],
                                     tmp_path)
