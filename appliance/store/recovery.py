@@ -44,7 +44,8 @@ CHUNK = 2000  # messages asked for at once
 FETCH_TIMEOUT_S = 5.0
 ANNOUNCE_WAITS = 3  # heartbeats without an announcement: the source does not spool
 RECOVERED_KEPT = 100  # fetched ranges remembered per stream, to refuse a late live copy
-TAIL_AFTER = 2  # announcements a stream's announced end must be old before its tail is fetched
+TAIL_AFTER = 2
+REORDER_S = 2.0  # a non-spooling source's gap is recorded lost this long after it showed  # announcements a stream's announced end must be old before its tail is fetched
 ALERT_EVERY_S = 60.0  # at most one data-gap alert per source and topic this often
 ALERT_TOPICS = ("drilling", "derived")  # losses raise an alert even from non-spooling sources
 LOOPBACK = re.compile(r"^tcp://(127\.0\.0\.1|\[::1\]):\d{1,5}$")
@@ -344,14 +345,14 @@ class Recovery:
             if record.asking or record.empty or record.state != PENDING:
                 continue
             spools = self._spools(record.src, now)
-            if spools is False:
+            if spools is False and now - (record.deadline - self.wait_s) >= REORDER_S:
                 why = "the source keeps no spool"
             elif now > record.deadline:
                 why = f"its spool did not answer within spool_recovery_wait_s ({self.wait_s:g} s)"
             else:
                 if spools:
                     self._ask(record)
-                continue
+                continue  # (a non-spooling source's gap waits REORDER_S for late messages)
             self._lose(record, record.first_seq, record.last_seq, why, out)
         if any(r.state != PENDING or r.empty for r in self.pending):
             self.pending = [r for r in self.pending if r.state == PENDING and not r.empty]
