@@ -432,3 +432,37 @@ def test_source_program_runs_wits0_when_configured_and_keeps_trying_an_absent_re
             pass
     assert program.stop() == 0
     assert "stopped (SIGTERM)" in program.output
+
+
+class RecordingPublisher:
+    """Stands in for the bus: keeps what the ingest publishes."""
+
+    src = "rig-1.wits0"
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, object]] = []
+
+    def publish(self, topic, data, ts=None):
+        self.sent.append((topic, data))
+
+    def publish_batch(self, topic, frames):
+        self.sent.append((topic, list(frames)))
+
+
+def test_a_flood_of_garbage_is_all_counted_and_kept_at_the_rate_limit(tmp_path):
+    from appliance.ops.runtime import StopSignal
+    from appliance.sources.wits0_ingest import REJECTS_PER_S, Ingest
+    from tests.conftest import settings_for
+
+    cfg = settings_for(tmp_path, {"wits0_mode": "client"})
+    pub = RecordingPublisher()
+    ingest = Ingest(cfg, parse_site_map(METRIC_MAP), pub, StopSignal())
+    frames, bad = ingest.parser.feed(b"garbage line\r\n" * 500 + frame(_0110="100"))
+    ingest.handle(frames, bad)
+    ingest.flush_rejects()
+    kept = [f for topic, batch in pub.sent if topic == "reject" for f in batch]
+    assert len(kept) == REJECTS_PER_S
+    stats = ingest.stats()
+    assert stats["bad_lines"] == 500 and stats["rejects_kept"] == REJECTS_PER_S
+    assert stats["rejects_not_kept"] == 500 - REJECTS_PER_S
+    assert [data for topic, data in pub.sent if topic == "drilling"] == [{"DMEA": 100 / 0.3048}]

@@ -73,6 +73,14 @@ class Publisher:
         self._socket = self._context.socket(zmq.PUB)
         self._socket.setsockopt(zmq.LINGER, 1000)
         self._socket.setsockopt(zmq.SNDHWM, cfg.bus_send_hwm)
+        if cfg.bus_curve_secret_key or cfg.bus_curve_server_key:
+            # a publisher on another host: CurveZMQ to the broker's remote endpoint
+            from appliance.security.curve import client_keys
+
+            public, secret, server = client_keys(cfg.bus_curve_secret_key, cfg.bus_curve_server_key)
+            self._socket.setsockopt(zmq.CURVE_PUBLICKEY, public)
+            self._socket.setsockopt(zmq.CURVE_SECRETKEY, secret)
+            self._socket.setsockopt(zmq.CURVE_SERVERKEY, server)
         self._socket.connect(self.endpoint)
         self.sent = 0
         self.sent_bytes = 0
