@@ -407,6 +407,8 @@ SETTINGS: tuple[Setting, ...] = (
             "This many alarms raised within 10 minutes is a flood: new low and medium priority alarms are held back."),
     Setting("predictor_derived_hz", _float_range(0.01, 100), "1",
             "How often the predictor publishes derived channels (also at every rig-state change)."),
+    Setting("predictor_target_depth_ft", _float_range(0, 50000), "0",
+            "Target hole depth (ft) for ETA_TD, the hours to reach it at the recent rate of making hole; 0: no target."),
     # -- logger
     Setting("logger_summary_s", _float_range(0.5, 3600), "5",
             "Seconds between the logger's per-topic summary lines."),

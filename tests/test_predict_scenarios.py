@@ -55,3 +55,32 @@ def test_normal_drilling_connections_and_a_trip_raise_nothing():
     assert raised == []  # alarm rate target: at most one per 10 minutes; here none in 4 h
     assert p.counts["steps"] == 4 * 3600
     assert agreement > 0.97  # rig state agrees with the simulator's activity
+
+
+from tests.test_files import VOLVE  # ../shared/data/volve beside the checkout, when present
+VOLVE_TIME_LOGS = ["F-4_GenTime_time-log.xml", "F-4_GenTime2_trip-log.xml"]
+
+
+@pytest.mark.parametrize("name", VOLVE_TIME_LOGS)
+def test_real_volve_logs_raise_no_flood_and_no_well_control_alarm(name):
+    """Reality check on Equinor's Volve logs (read from ../shared/data when present):
+    a real rig's quiet hours must stay quiet."""
+    path = VOLVE / name
+    if not path.exists():
+        pytest.skip(f"{path} not present (the project's own tests do not need it)")
+    from appliance.channels import BY_MNEMONIC
+    from appliance.sources.files import open_log
+
+    p = Predictor()
+    raised = []
+    first = last = None
+    for ts, values in open_log(str(path)).rows():
+        first = first or ts
+        last = ts
+        for a in p.step(ts, {k: v for k, v in values.items() if k in BY_MNEMONIC}).alerts:
+            if a["state"] == "active_unack":
+                raised.append(a["id"])
+    hours = (last - first) / 3_600_000
+    assert len(raised) <= hours * 6  # the alarm-rate target: at most one per 10 minutes
+    assert not {"kick", "loss", "alarm-flood"} & set(raised), raised
+    assert p.counts["steps"] > 3000

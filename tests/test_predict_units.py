@@ -462,3 +462,12 @@ def test_the_engine_is_deterministic():
     _, a = run(frames)
     _, b = run(frames)
     assert a == b
+
+
+def test_late_frames_refresh_values_and_a_rewind_starts_over():
+    p, _ = run(drilling(k) for k in range(100))
+    assert p.step(T0 + 50_000, drilling(50)) == StepResult("rotary_drilling", {}, [])
+    assert p.counts["late"] == 1
+    r = p.step(T0 - 3_600_000, drilling(0))  # a replay from an hour earlier
+    assert p.counts["rewinds"] == 1 and p.counts["late"] == 1
+    assert r.state == "rotary_drilling" and p.last_ms == T0 - 3_600_000

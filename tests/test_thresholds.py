@@ -57,11 +57,17 @@ def test_bad_settings_are_refused_with_the_reason(data, message):
 
 
 def test_unknown_channels_are_refused_unless_they_are_stored_derived_channels():
-    with pytest.raises(ThresholdError, match="unknown channel 'MSE'"):
-        check({"h": 1e5}, channel="MSE")
-    assert check({"h": 1e5, "hh": 2e5}, channel="MSE", extra_channels=frozenset({"MSE"})).hh == 2e5
+    with pytest.raises(ThresholdError, match="unknown channel 'MYCALC'"):
+        check({"h": 1e5}, channel="MYCALC")
+    assert check({"h": 1e5, "hh": 2e5}, channel="MYCALC", extra_channels=frozenset({"MYCALC"})).hh == 2e5
     with pytest.raises(ThresholdError, match="must be below"):
-        check({"h": 3e5, "hh": 2e5}, channel="MSE", extra_channels=frozenset({"MSE"}))
+        check({"h": 3e5, "hh": 2e5}, channel="MYCALC", extra_channels=frozenset({"MYCALC"}))
+    # the predictor's derived channels are in the catalogue, with their ranges
+    assert check({"h": 8.0, "hh": 15.0}, channel="PITDEV").hh == 15.0
+    with pytest.raises(ThresholdError, match="outside PITDEV's plausible range"):
+        check({"ll": -20000.0}, channel="PITDEV")
+    with pytest.raises(ThresholdError, match="RIGSTATE is a code .* alarm limits do not apply"):
+        check({"h": 3.0}, channel="RIGSTATE")
     with pytest.raises(ThresholdError, match="name the channel"):
         check({"h": 1})
     with pytest.raises(ThresholdError, match="JSON object"):
@@ -115,6 +121,8 @@ def test_get_lists_every_catalogue_channel_with_its_range(client):  # noqa: F811
     rows = {row["channel"]: row for row in r.json["thresholds"]}
     assert rows["SPPA"]["unit"] == "psi" and rows["SPPA"]["high"] == 15000.0 and rows["SPPA"]["hh"] is None
     assert r.json["priorities"] == ["low", "medium", "high", "critical"]
+    assert rows["PITDEV"]["unit"] == "bbl" and rows["ROP_RESID"]["low"] == -2000.0
+    assert "RIGSTATE" not in rows and "ONBOTTOM" not in rows
 
 
 def test_put_checks_and_publishes_on_the_control_topic(client):  # noqa: F811

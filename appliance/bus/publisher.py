@@ -18,6 +18,7 @@ Caveats, as with any ZeroMQ PUB socket:
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import time
@@ -35,6 +36,7 @@ if TYPE_CHECKING:
 
 
 SNDMORE = int(zmq.SNDMORE)
+log = logging.getLogger("rigtel.bus")
 
 
 def now_ms() -> int:
@@ -88,6 +90,11 @@ class Publisher:
         if spool:
             try:
                 self._start_spool(cfg)
+            except (RuntimeError, OSError) as e:
+                # publishing matters more than spooling: go on, loudly, without the spool
+                log.error("%s publishes WITHOUT a spool, so what the saver misses cannot be fetched "
+                          "again: %s", self.src, e)
+                self.spool = None
             except BaseException:
                 self._socket.close()
                 raise

@@ -14,7 +14,9 @@ Pure and deterministic: time is the samples' `ts_ms`, never the clock, so the sa
 samples give the same states and alerts live, in tests and in backtests. Per sample it
 checks the sensors and works out the rig state and the mechanical channels; once per
 second of data (EVAL_S) it runs the detectors on that second's means and the alarm book.
-Samples older than the newest one seen only refresh the latest values (counted as `late`).
+Samples a little older than the newest one seen only refresh the latest values (counted as
+`late`); data more than REWIND_MS behind starts a new time line (a replay started over): what
+was learned from the data is dropped, limits and alarms are kept (counted as `rewinds`).
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ EVAL_S = 1.0
 STALE_S = 10.0  # a channel not heard from for this long is treated as missing
 MAX_DT_S = 10.0  # longer gaps in the data are stepped over, not integrated across
 THRESHOLD_TOPIC = "control.thresholds"
+REWIND_MS = 60_000  # data this far behind the newest seen starts a new time line
 
 # derived channels the engine may publish, with unit and description (see the catalogue)
 DERIVED = ("RIGSTATE", "ONBOTTOM", "ROPC", "MSE", "ECD", "FLOWDIFF", "PITDEV", "SPPDEV", *MODEL_CHANNELS)
@@ -50,15 +53,24 @@ class StepResult(NamedTuple):
 class Predictor:
     def __init__(self, params: PredictorParams | None = None, thresholds: dict | None = None) -> None:
         self.params = p = params or PredictorParams()
+        self.limits = ThresholdWatch()
+        self.book = AlarmBook(p)
+        self.pending: list[Condition] = []  # conditions from outside the evaluation (limit changes)
+        self.counts = {"steps": 0, "late": 0, "evaluations": 0, "rewinds": 0}
+        self._fresh()
+        if thresholds:
+            self.set_thresholds(thresholds)
+
+    def _fresh(self) -> None:
+        """Everything learned from the data, from scratch (limits and alarms are kept)."""
+        p = self.params
         self.guard = SensorGuard(p)
         self.mech = Mechanics(p)
         self.flow = FlowWatch(p)
         self.hydraulics = hydraulics.HydraulicsWatch(p)
         self.dysfunction = DysfunctionWatch(p)
         self.anomaly = AnomalyWatch(p)
-        self.limits = ThresholdWatch()
         self.models = Models(target_depth_ft=p.target_depth_ft)  # predicted ROP, pit trend, ETA
-        self.book = AlarmBook(p)
         self.latest: dict[str, tuple[float, float]] = {}  # channel -> (t_s, value)
         self.sums: dict[str, list[float]] = {}  # channel -> [sum, count] this second
         self.last_ms: int | None = None
@@ -67,10 +79,6 @@ class Predictor:
         self.slow: dict[str, float] = {}  # derived channels computed once a second
         self.inputs: Inputs | None = None
         self.packoff_seen_s = -1e18
-        self.pending: list[Condition] = []  # conditions from outside the evaluation (limit changes)
-        self.counts = {"steps": 0, "late": 0, "evaluations": 0}
-        if thresholds:
-            self.set_thresholds(thresholds)
 
     # -- samples --------------------------------------------------------------------------
 
@@ -78,7 +86,13 @@ class Predictor:
         """One frame of channel values (catalogue names and units, any subset) at `ts_ms`."""
         t = ts_ms / 1000.0
         latest = self.latest
-        if self.last_ms is not None and ts_ms < self.last_ms:
+        if self.last_ms is not None and ts_ms < self.last_ms - REWIND_MS:
+            # the data went back in time: a replay started over, a recorder was reset.
+            # What was learned belongs to the other time line; start again from here.
+            self.counts["rewinds"] += 1
+            self._fresh()
+            latest = self.latest
+        elif self.last_ms is not None and ts_ms < self.last_ms:
             self.counts["late"] += 1
             for k, x in values.items():
                 if isinstance(x, (int, float)) and x == x and k not in latest:

@@ -55,7 +55,7 @@ class ChannelState:
         self.range_s: float | None = None
         self.range_value = 0.0
         self.floor = floor
-        self.rest = floor / 2  # closer to zero than this: at rest (a torque of 0.001 is no torque)
+        self.rest = floor / 10  # closer to zero than this: at rest (a torque of 0.001 is no torque)
         self.judged = floor > 0  # catalogue channels; an integrator's own are only watched for dropouts
 
 
@@ -94,6 +94,10 @@ class SensorGuard:
                 st.run_start_s, st.run_len = t_s, 1
             st.change_rate += ((x != st.last_raw) - st.change_rate) * 0.05
             st.last_raw = x
+            if not st.judged:  # an integrator's own channel: what is odd for it is unknown
+                st.accepted = x
+                out[name] = x
+                continue
             if (st.run_len >= SUSPECT_SAMPLES and t_s - st.run_start_s >= SUSPECT_S
                     and st.moving_before > MOVING and abs(x) > st.rest and name not in STATIC_CHANNELS):
                 continue  # suspect: frozen after moving

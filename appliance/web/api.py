@@ -17,7 +17,7 @@ import orjson
 from flask import Blueprint, Response, abort, current_app, g, jsonify, request
 
 from appliance.bus.envelope import MAX_TS
-from appliance.channels import BY_MNEMONIC, CATALOGUE
+from appliance.channels import BY_MNEMONIC
 from appliance.sources import writers
 from appliance.store import read
 from appliance.store import thresholds as limits
@@ -267,7 +267,7 @@ def thresholds():
     conn = db()
     current = read.current_thresholds(conn)
     rows = [{"channel": c.mnemonic, "description": c.description, "unit": c.unit, "low": c.low,
-             "high": c.high} for c in CATALOGUE]
+             "high": c.high} for c in BY_MNEMONIC.values() if limits.limitable(c)]
     rows += [{"channel": c.name, "description": "derived", "unit": c.unit, "low": None, "high": None}
              for c in _derived_channels(conn)]
     listed = {r["channel"] for r in rows}
