@@ -116,7 +116,8 @@ def test_lifecycle_through_the_bus_into_the_saver(appliance, tmp_path, web_login
         # shelved by an admin for a minute of data time: silent while shelved, back after
         feed.send(20, GASA=8.0)
         wait_for("raised again", lambda: states("threshold.GASA.h")[-1:] == ["active_unack"], 60)
-        r = web.post("/api/alerts/threshold.GASA.h/shelve", json={"minutes": 1, "reason": "gas sensor swap"})
+        r = web_login.client(app, "admin").post("/api/alerts/threshold.GASA.h/shelve",
+                                                json={"minutes": 1, "reason": "gas sensor swap"})
         assert r.status_code == 202 and r.json["state"] == "shelved"
         wait_for("the shelve stored", lambda: states("threshold.GASA.h")[-1:] == ["shelved"], 60)
         time.sleep(0.5)  # let the shelve reach the predictor before more data
