@@ -99,7 +99,9 @@ def test_a_witsml_time_log(tmp_path):
     assert r.returncode == 0, r.stderr
     lines = [json.loads(line) for line in r.stdout.splitlines()]
     summary = lines[-1]
-    assert summary["type"] == "summary" and summary["format"] == "witsml" and summary["rows"] > 1000
+    rows_in_file = 3605 if volve else 297  # the Volve F-4 time log, or the simulator fixture
+    assert summary["type"] == "summary" and summary["format"] == "witsml"
+    assert summary["rows"] >= rows_in_file * 0.95, summary
     assert any(x["type"] == "state" for x in lines)
     # real data, a few hours: no alarm flood (ISA-18.2: about one per 10 minutes at most)
     assert summary["alarms_per_10min"] <= 1.0, summary
