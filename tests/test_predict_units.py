@@ -471,3 +471,14 @@ def test_late_frames_refresh_values_and_a_rewind_starts_over():
     r = p.step(T0 - 3_600_000, drilling(0))  # a replay from an hour earlier
     assert p.counts["rewinds"] == 1 and p.counts["late"] == 1
     assert r.state == "rotary_drilling" and p.last_ms == T0 - 3_600_000
+
+
+def test_limits_apply_to_derived_channels():
+    def gain(k, f):
+        f["TVA"] += min(4.0, (k - 600) * 0.05)  # 4 bbl over 80 s: under the kick detector's 5 bbl
+        return f
+
+    p = Predictor(thresholds={"PITDEV": {"h": 2.0}})
+    _, res = run(steady_then(600, 200, gain), p)
+    first = raised(res)
+    assert "threshold.PITDEV.h" in first and 600 < first["threshold.PITDEV.h"] < 700
