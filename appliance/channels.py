@@ -70,6 +70,12 @@ DERIVED: tuple[Channel, ...] = (
     Channel("FLOWDIFF", "Flow out minus flow in",                  "gpm",   None,    -5000.0,    5000.0),
     Channel("PITDEV",   "Pit gain (+) / loss (-) against baseline", "bbl",  None,   -10000.0,   10000.0),
     Channel("SPPDEV",   "Standpipe pressure for the flow vs its norm", "%", None,     -100.0,    1000.0),
+    Channel("ROP_PRED", "ROP the drilling model expects",           "ft/h",  None,        0.0,    2000.0),
+    Channel("ROP_RESID", "Measured minus expected ROP",             "ft/h",  None,    -2000.0,    2000.0),
+    Channel("PIT_TREND", "Pit volume trend (10 min slope)",         "bbl/h", None,   -10000.0,   10000.0),
+    Channel("PIT_PROJ", "Pit volume expected in 10 min",            "bbl",   None,   -10000.0,   20000.0),
+    Channel("DRILL_RATE", "Effective rate of making hole (6 h)",    "ft/h",  None,        0.0,    2000.0),
+    Channel("ETA_TD",   "Hours to the target depth",                "h",     None,        0.0,  100000.0),
 )
 # fmt: on
 

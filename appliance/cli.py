@@ -31,6 +31,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "backup": ("appliance.store.backup", "back up the database now, online, with progress"),
     "backups": ("appliance.store.backup:list_main", "list the backups with size, age and integrity"),
     "restore": ("appliance.store.restore", "check a backup and put it in place of the database"),
+    "user": ("appliance.security.users", "add, change, remove and list the dashboard's users (viewer, admin)"),
+    "tls": ("appliance.security.certs", "make a self-signed certificate or install the site's, for HTTPS"),
+    "keys": ("appliance.security.curve", "CurveZMQ key pairs: the broker's, remote publishers' and the allow-list"),
     "backtest": ("appliance.predict.backtest", "run the predictor over a recorded log; print states and alarms"),
     "evaluate": ("appliance.predict.evaluate", "score the predictor on simulator scenarios and the Volve logs"),
     "program-alerts": ("appliance.ops.program_alerts",
@@ -47,15 +50,20 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
-def settings_parser(prog: str, description: str) -> argparse.ArgumentParser:
-    """An argument parser with the options every program takes: --config and --set."""
-    parser = argparse.ArgumentParser(prog=f"rigtel {prog}", description=description)
-    parser.add_argument("--config", metavar="FILE",
+def settings_options() -> argparse.ArgumentParser:
+    """--config and --set as a parent parser, for commands with sub-commands of their own."""
+    parent = argparse.ArgumentParser(add_help=False)
+    parent.add_argument("--config", metavar="FILE",
                         help="ini file with an [appliance] section (default: $RIGTEL_CONFIG, "
                              "else /etc/rigtel/appliance.ini when it exists)")
-    parser.add_argument("--set", metavar="NAME=VALUE", action="append", default=[],
+    parent.add_argument("--set", metavar="NAME=VALUE", action="append", default=[],
                         help="override one setting; repeatable. `rigtel config` lists them all")
-    return parser
+    return parent
+
+
+def settings_parser(prog: str, description: str) -> argparse.ArgumentParser:
+    """An argument parser with the options every program takes: --config and --set."""
+    return argparse.ArgumentParser(prog=f"rigtel {prog}", description=description, parents=[settings_options()])
 
 
 def load_settings(args: argparse.Namespace, extra: dict[str, str] | None = None) -> Config:

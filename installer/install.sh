@@ -148,6 +148,10 @@ if [ -n "$RUN_USER" ]; then
         useradd --system --gid "$GROUP" --home-dir "$LIB" --no-create-home \
                 --shell /usr/sbin/nologin --comment "drilling telemetry appliance" "$RUN_USER"
     fi
+    # a WITS0 feed on a serial port (data_source = wits0, wits0_mode = serial) needs the tty
+    if getent group dialout >/dev/null && ! id -nG "$RUN_USER" | grep -qw dialout; then
+        usermod -a -G dialout "$RUN_USER"
+    fi
 fi
 mkdir -p "$OPT/releases" "$ETC" "$LIB" "$LOG" "$RUN"
 if [ -n "$RUN_USER" ]; then

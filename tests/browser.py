@@ -16,16 +16,17 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tests.conftest import BrokerProcess, Program, start_broker, start_program
+from tests.conftest import BrokerProcess, Program, WebLogin, make_web_login, start_broker, start_program
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
 
-# The web program's readiness line. The second form is what Python's logging prints instead
-# when server.py formats waitress's effective_port (a str) with %d; it carries the same port.
-READY_WEB = re.compile(r"ready: dashboard on http://[\d.]+:(\d+)/|^Arguments: \('[\d.]+', '(\d+)'\)")
+# The web program's readiness line: the HTTPS port, the redirecting HTTP port (if any) and
+# the loopback port of waitress behind the TLS front.
+READY_WEB = re.compile(r"ready: dashboard on https://\S+:(\d+)/ \((?:http://\S+:(\d+)/ redirects; )?"
+                       r"app on 127\.0\.0\.1:(\d+)")
 
 
 def missing_browser() -> str | None:
@@ -51,6 +52,12 @@ class Stack:
     simulator: Program
     db: Path
     url: str
+    login: WebLogin
+
+    def new_context(self, browser, role: str = "admin", **options):
+        """A browser context logged in as `role` that trusts the test certificate."""
+        return browser.new_context(http_credentials=dict(zip(("username", "password"), self.login.auth(role))),
+                                   ignore_https_errors=True, **options)
 
     def common(self) -> list[str]:
         return [*self.broker.port_args(), "--set", f"database_path={self.db}", "--set", f"data_dir={self.tmp}"]
@@ -69,13 +76,14 @@ def start_stack(tmp: Path) -> Stack:
     common = [*broker.port_args(), "--set", f"database_path={db}", "--set", f"data_dir={tmp}"]
     saver = start_program(["saver", *common], tmp)
     saver.wait_for("ready:")
-    web = start_program(["web", *common, "--set", "web_port=0",
+    login = make_web_login(tmp)
+    web = start_program(["web", *common, "--set", "web_port=0", "--set", "web_http_port=-1", *login.args(),
                          "--set", f"supervisor_socket={tmp / 'supervisor.sock'}"], tmp)
     m = web.wait_for(READY_WEB)
-    url = f"http://127.0.0.1:{m.group(1) or m.group(2)}"
+    url = f"https://127.0.0.1:{m.group(1)}"
     simulator = start_program(["simulate", *common, "--rate", "5", "--speed", "10"], tmp)
     simulator.wait_for("ready:")
-    return Stack(tmp, broker, saver, web, simulator, db, url)
+    return Stack(tmp, broker, saver, web, simulator, db, url, login)
 
 
 # Runs in the page before its own scripts: CSP violations are events, not console messages.

@@ -241,3 +241,65 @@ def wait_subscribed(publisher: Publisher, *collectors: Collector, timeout: float
         if time.monotonic() > deadline:
             raise AssertionError("subscribers never received a probe: the bus is not connected")
         collectors[0].wait_change(0.05)
+
+
+# -- logging in to the dashboard ---------------------------------------------------------
+
+
+@dataclass
+class WebLogin:
+    """A users file with an admin and a viewer, and a self-signed certificate, for a web test.
+
+    `args()` gives the --set options for `rigtel web`; `overrides()` the same for
+    settings_for(); `header(role)` an Authorization header; `auth(role)` (name, password)."""
+
+    users_file: Path
+    cert_file: Path
+    key_file: Path
+    passwords: dict[str, str]  # role -> password; the user is named after the role
+
+    def overrides(self) -> dict[str, str]:
+        return {"users_file": str(self.users_file), "tls_cert_file": str(self.cert_file),
+                "tls_key_file": str(self.key_file)}
+
+    def args(self) -> list[str]:
+        return [a for k, v in self.overrides().items() for a in ("--set", f"{k}={v}")]
+
+    def auth(self, role: str = "admin") -> tuple[str, str]:
+        return role, self.passwords[role]
+
+    def header(self, role: str = "admin") -> str:
+        import base64
+
+        return "Basic " + base64.b64encode(":".join(self.auth(role)).encode()).decode()
+
+    def client(self, app, role: str = "admin"):
+        """A Flask test client that sends this role's credentials with every request."""
+        c = app.test_client()
+        c.environ_base["HTTP_AUTHORIZATION"] = self.header(role)
+        return c
+
+
+_CERTS: dict[str, tuple[bytes, bytes]] = {}
+
+
+def make_web_login(tmp: Path) -> WebLogin:
+    import secrets
+
+    from appliance.security import certs, users
+
+    folder = tmp / "security"
+    folder.mkdir(exist_ok=True)
+    if "pair" not in _CERTS:  # one key pair per test run: making one costs a little
+        _CERTS["pair"] = certs.make_self_signed(["localhost"], ["127.0.0.1", "::1"])
+    login = WebLogin(folder / "users.json", folder / "cert.pem", folder / "key.pem",
+                     {"admin": secrets.token_urlsafe(12), "viewer": secrets.token_urlsafe(12)})
+    certs.write_pair(login.cert_file, login.key_file, *_CERTS["pair"])
+    for role, password in login.passwords.items():
+        users.set_user(login.users_file, role, role, password)
+    return login
+
+
+@pytest.fixture
+def web_login(tmp_path: Path) -> WebLogin:
+    return make_web_login(tmp_path)

@@ -73,7 +73,7 @@ def browser(stack):  # after the stack, so it closes before the programs stop
 
 @pytest.fixture
 def page(browser, stack):
-    context = browser.new_context(viewport={"width": 1600, "height": 1000}, accept_downloads=True)
+    context = stack.new_context(browser, viewport={"width": 1600, "height": 1000}, accept_downloads=True)
     pg = context.new_page()
     pg.set_default_timeout(20_000)
     pg.watched = watch(pg, stack.url)
@@ -370,6 +370,36 @@ def test_no_page_loads_anything_from_outside_or_breaks_the_csp(stack, page):
     assert page.watched.outside() == []
     assert page.watched.errors == []
     assert any(u.endswith("/static/vendor/plotly-cartesian.min.js") for u in page.watched.requests)
+
+
+def test_login_over_https_and_log_out(stack, browser):
+    """Without Playwright answering the login box: credentials enter the browser's own cache
+    the way a login does, the pages work, and the Log out request (what common.js sends)
+    makes the browser forget them."""
+    from playwright.sync_api import Error as PlaywrightError
+
+    context = browser.new_context(ignore_https_errors=True)
+    try:
+        pg = context.new_page()
+        pg.set_default_timeout(20_000)
+        pg.goto(stack.url + "/healthz")
+        xhr = """([path, name, password]) => new Promise(resolve => {
+          const xhr = new XMLHttpRequest();
+          xhr.open('GET', path, true, name, password);
+          xhr.onloadend = () => resolve(xhr.status);
+          xhr.send();
+        })"""
+        assert pg.evaluate(xhr, ["/api/me", *stack.login.auth("viewer")]) == 200
+        assert pg.goto(stack.url + "/live").status == 200  # the browser keeps the login for the pages
+        pg.wait_for_function("() => document.getElementById('who').textContent === 'viewer (viewer)'")
+        assert pg.get_attribute("#logout", "href") == "/logout"
+        # rigtel.logout(): the placeholder user, accepted on /logout only, replaces the password
+        assert pg.evaluate(xhr, ["/logout", "logged-out", "x1"]) == 200
+        # the next page is asked to log in (headless Chromium has no login box to show)
+        with pytest.raises(PlaywrightError, match="ERR_INVALID_AUTH_CREDENTIALS"):
+            pg.goto(stack.url + "/live")
+    finally:
+        context.close()
 
 
 def test_stale_state_shows_when_the_simulator_stops(stack, page):

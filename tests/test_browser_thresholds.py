@@ -26,7 +26,7 @@ def test_an_operator_edits_a_threshold_and_sees_it_in_force(stack):
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         try:
-            context = browser.new_context(viewport={"width": 1600, "height": 1100})
+            context = stack.new_context(browser, viewport={"width": 1600, "height": 1100})  # an admin
             page = context.new_page()
             page.set_default_timeout(30_000)
             watched = watch(page, stack.url)

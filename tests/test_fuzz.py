@@ -172,7 +172,7 @@ GET_PATHS = ["/api/channels", "/api/series", "/api/latest", "/api/export", "/api
 def api(tmp_path_factory):
     from appliance.store.writer import Batch, Writer
     from appliance.web.app import create_app
-    from tests.conftest import settings_for
+    from tests.conftest import make_web_login, settings_for
     from tests.test_web_api import RecordingBus
     from tests.test_writer import T0, env
 
@@ -183,10 +183,12 @@ def api(tmp_path_factory):
     w.commit(Batch([env("alert", 1, [(T0 + 5000, {"id": "kick-1", "kind": "kick", "state": "active_unack",
                                                   "priority": "high", "message": "pit gain"})], src="rig-1.p")]))
     w.close()
-    cfg = settings_for(tmp, {"database_path": str(db), "supervisor_socket": str(tmp / "none.sock")})
+    login = make_web_login(tmp)
+    cfg = settings_for(tmp, {"database_path": str(db), "supervisor_socket": str(tmp / "none.sock"),
+                             **login.overrides()})
     app = create_app(cfg, hub=None, bus=RecordingBus())  # type: ignore[arg-type]
     app.testing = True
-    return app.test_client()
+    return login.client(app)
 
 
 @FUZZ

@@ -137,14 +137,14 @@ class Install:
         self.db = prefix / "var/lib/rigtel/rigtel.db"
         self.log_dir = prefix / "var/log/rigtel"
         self.bin = self.opt / "current/venv/bin"
-        self.frontend, self.backend, self.web_port, self.http_port = free_ports(4)
+        self.frontend, self.backend, self.web_port, self.http_port, self.wits0_out = free_ports(5)
 
     def port_settings(self) -> list[str]:
         """--set arguments giving every listening port a free one, so installs run side by side."""
         from appliance.config import SETTINGS
 
         ports = {"broker_frontend_port": self.frontend, "broker_backend_port": self.backend,
-                 "web_port": self.web_port, "web_http_port": self.http_port}
+                 "web_port": self.web_port, "web_http_port": self.http_port, "wits0_out_port": self.wits0_out}
         known = {s.name for s in SETTINGS}
         return [a for name, port in ports.items() if name in known for a in ("--set", f"{name}={port}")]
 
@@ -421,9 +421,13 @@ for d in etc opt var/lib var/log usr/local run; do
     mount -t overlay overlay -o "lowerdir=/$d,upperdir=$scratch/$n/u,workdir=$scratch/$n/w" "/$d"
 done
 ip link set lo up
-for f in /opt/rigtel /etc/rigtel /var/lib/rigtel; do [ ! -e "$f" ] || { echo "BUSY $f"; exit 9; }; done
-rm -f /etc/supervisord.conf  # in the overlay only: the search must find ours
-if getent passwd rigtel >/dev/null; then echo "BUSY user"; exit 9; fi
+# a fresh machine: whatever this one has of an appliance is hidden, in the overlays only
+for d in /etc /opt /var/lib /var/log /usr/local /run; do
+    [ "$(findmnt -n -o FSTYPE --mountpoint "$d")" = overlay ] || { echo "NOT OVERLAID $d"; exit 9; }
+done
+rm -rf /opt/rigtel /etc/rigtel /var/lib/rigtel /var/log/rigtel /etc/supervisord.conf /etc/systemd/system/rigtel.service
+if getent passwd rigtel >/dev/null; then userdel rigtel; fi
+if getent group rigtel >/dev/null; then groupdel rigtel; fi
 "$@"
 echo "== bare supervisorctl"
 cd /tmp && env -i PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin supervisorctl status || true

@@ -157,10 +157,11 @@ def test_pure_rules_on_small_arrays():
     assert path.tolist() == [0.0, 0.0, -4.0] and jumps == 1
 
 
-def test_the_api_answers_and_checks_its_range(tmp_path, rig):
-    cfg = settings_for(tmp_path, {"database_path": str(rig[0]), "supervisor_socket": str(tmp_path / "none.sock")})
+def test_the_api_answers_and_checks_its_range(tmp_path, rig, web_login):
+    cfg = settings_for(tmp_path, {"database_path": str(rig[0]), "supervisor_socket": str(tmp_path / "none.sock"),
+                                  **web_login.overrides()})
     app = create_app(cfg, hub=None, bus=RecordingBus())  # type: ignore[arg-type]
-    client = app.test_client()
+    client = web_login.client(app, "viewer")
     r = client.get(f"/api/kpis?from={T0}&to={T0 + 3 * 3_600_000}")
     assert r.status_code == 200, r.data
     body = r.json

@@ -119,8 +119,13 @@ def test_eta_from_the_effective_rate_including_connections():
     assert est.eta_h == pytest.approx((6000 - depth) / 45.0, rel=0.05)
     assert DepthEta(0).step(T0, 5000) is None
     done = DepthEta(target_ft=100, min_span_min=1)
-    done.step(T0, 50)
-    assert done.step(T0 + 120_000, 120).eta_h == 0.0
+    done.step(T0, 98)
+    assert done.step(T0 + 120_000, 101).eta_h == 0.0
+    # a jump of the depth reading (here 5,000 ft in a minute) is not drilling: start over
+    jump = DepthEta(target_ft=9000, min_span_min=1)
+    jump.step(T0, 100)
+    assert jump.step(T0 + 60_000, 5100) is None and jump.step(T0 + 120_000, 5101) is None
+    assert jump.step(T0 + 240_000, 5103).rate_ft_h == pytest.approx(60.0)
 
 
 def test_models_publish_derived_channels_for_the_engine():

@@ -148,3 +148,11 @@ def test_a_spooling_publisher_announces_and_serves_what_it_sent(broker, tmp_path
             assert ("sys.test" not in {t for (_, t) in pub.spool.holdings()})
         finally:
             dealer.close()
+
+
+def test_a_second_publisher_with_the_same_id_publishes_without_a_spool(tmp_path, caplog):
+    cfg = settings_for(tmp_path, {"data_dir": str(tmp_path), "broker_frontend_port": "1"})
+    with Publisher("twin", settings=cfg, spool=True) as first, Publisher("twin", settings=cfg, spool=True) as second:
+        assert first.spool is not None and second.spool is None
+        assert second.publish("drilling", {"DMEA": 1.0}) == 1  # it still publishes
+    assert "publishes WITHOUT a spool" in caplog.text and "in use by another process" in caplog.text

@@ -65,11 +65,12 @@ def dev_run(tmp_path: Path):
     prefix = tmp_path / "dev"
     etc = prefix / "etc/rigtel"
     etc.mkdir(parents=True)
-    frontend, backend, web = free_ports(3)
+    frontend, backend, web, web_http = free_ports(4)
     (etc / "appliance.ini").write_text(
         "[appliance]\nrig_id = test-rig\n"
         f"data_dir = {prefix}/var/lib/rigtel\ndatabase_path = {prefix}/var/lib/rigtel/rigtel.db\n"
         f"broker_frontend_port = {frontend}\nbroker_backend_port = {backend}\nweb_port = {web}\n"
+        f"web_http_port = {web_http}\n"
         f"supervisor_socket = {prefix}/run/rigtel/supervisor.sock\n"
         "simulator_rate_hz = 5\nsimulator_speed = 20\nlogger_summary_s = 1\n")
     env = clean_env(tmp_path)
@@ -113,11 +114,23 @@ def test_make_run_brings_every_program_up_restarts_a_killed_one_and_stops_cleanl
             return 0
     wait_until(lambda: stored_frames() > 0, 30, "simulator frames in the database")
 
-    # the dashboard answers, and its System view sees every program through supervisord
+    # the dashboard answers over HTTPS with the dev admin `rigtel dev` made and printed, and
+    # its System view sees every program through supervisord
+    import base64
     import json
+    import ssl
     import urllib.request
-    with urllib.request.urlopen(f"http://127.0.0.1:{web_port}/api/system", timeout=10) as r:
+    etc = prefix / "etc/rigtel"
+    password = (etc / "dev-admin-password").read_text().strip()
+    assert (etc / "dev-admin-password").stat().st_mode & 0o777 == 0o600
+    assert (etc / "users.json").stat().st_mode & 0o777 == 0o600
+    assert (etc / "tls/key.pem").stat().st_mode & 0o777 == 0o600
+    context = ssl.create_default_context(cafile=str(etc / "tls/cert.pem"))
+    request = urllib.request.Request(f"https://127.0.0.1:{web_port}/api/system", headers={
+        "Authorization": "Basic " + base64.b64encode(f"admin:{password}".encode()).decode()})
+    with urllib.request.urlopen(request, timeout=10, context=context) as r:
         system = json.load(r)
+    assert system["tls"]["self_signed"] and not system["tls"]["expiring"]
     assert {p["name"]: p["state"] for p in system["programs"]} == {p: "RUNNING" for p in PROGRAMS}
     assert system["database"]["channels"] >= 20
 
@@ -135,6 +148,7 @@ def test_make_run_brings_every_program_up_restarts_a_killed_one_and_stops_cleanl
     assert proc.wait(60) == 0
     out = proc.stdout.read()
     assert "make status" in out and str(log_dir) in out  # it told the user how to watch it
+    assert f"https://127.0.0.1:{web_port}/" in out and f"admin / {password}" in out  # and how to log in
     supervisord_log = (log_dir / "supervisord.log").read_text()
     for program in PROGRAMS:
         assert re.search(rf"stopped: {program} \(exit status 0\)", supervisord_log), supervisord_log[-3000:]

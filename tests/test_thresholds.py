@@ -13,7 +13,7 @@ from appliance.store import read
 from appliance.store.schema import connect_reader
 from appliance.store.writer import Batch, Writer
 from tests.browser import READY_WEB
-from tests.conftest import start_program
+from tests.conftest import make_web_login, start_program
 from tests.test_saver import wait_rows
 from tests.test_web_api import client, stored  # noqa: F401 - fixtures
 from tests.test_writer import T0, env
@@ -57,12 +57,17 @@ def test_bad_settings_are_refused_with_the_reason(data, message):
 
 
 def test_unknown_channels_are_refused_unless_they_are_stored_derived_channels():
-    with pytest.raises(ThresholdError, match="unknown channel 'AUXP'"):
-        check({"h": 1e5}, channel="AUXP")
-    assert check({"h": 1e5, "hh": 2e5}, channel="AUXP", extra_channels=frozenset({"AUXP"})).hh == 2e5
+    with pytest.raises(ThresholdError, match="unknown channel 'MYCALC'"):
+        check({"h": 1e5}, channel="MYCALC")
+    assert check({"h": 1e5, "hh": 2e5}, channel="MYCALC", extra_channels=frozenset({"MYCALC"})).hh == 2e5
     with pytest.raises(ThresholdError, match="must be below"):
-        check({"h": 3e5, "hh": 2e5}, channel="AUXP", extra_channels=frozenset({"AUXP"}))
-    assert check({"h": 1e5}, channel="MSE").h == 1e5  # the predictor's own channels are catalogued
+        check({"h": 3e5, "hh": 2e5}, channel="MYCALC", extra_channels=frozenset({"MYCALC"}))
+    # the predictor's derived channels are in the catalogue, with their ranges
+    assert check({"h": 8.0, "hh": 15.0}, channel="PITDEV").hh == 15.0
+    with pytest.raises(ThresholdError, match="outside PITDEV's plausible range"):
+        check({"ll": -20000.0}, channel="PITDEV")
+    with pytest.raises(ThresholdError, match="RIGSTATE is a code .* alarm limits do not apply"):
+        check({"h": 3.0}, channel="RIGSTATE")
     with pytest.raises(ThresholdError, match="name the channel"):
         check({"h": 1})
     with pytest.raises(ThresholdError, match="JSON object"):
@@ -116,14 +121,16 @@ def test_get_lists_every_catalogue_channel_with_its_range(client):  # noqa: F811
     rows = {row["channel"]: row for row in r.json["thresholds"]}
     assert rows["SPPA"]["unit"] == "psi" and rows["SPPA"]["high"] == 15000.0 and rows["SPPA"]["hh"] is None
     assert r.json["priorities"] == ["low", "medium", "high", "critical"]
+    assert rows["PITDEV"]["unit"] == "bbl" and rows["ROP_RESID"]["low"] == -2000.0
+    assert "RIGSTATE" not in rows and "ONBOTTOM" not in rows
 
 
 def test_put_checks_and_publishes_on_the_control_topic(client):  # noqa: F811
     r = client.put("/api/thresholds/SPPA", json=SPP)
     assert r.status_code == 202 and r.json["hh"] == 4500.0
-    topic, data = client.bus.sent[-1]
+    topic, data = [m for m in client.bus.sent if m[0] != "audit"][-1]
     assert topic == TOPIC
-    assert data == {"channel": "SPPA", **SPP, "by": "127.0.0.1"}
+    assert data == {"channel": "SPPA", **SPP, "by": "admin"}  # from the login
 
 
 @pytest.mark.parametrize("path, body, status, message", [
@@ -139,17 +146,21 @@ def test_bad_puts_get_a_clear_400_and_publish_nothing(client, path, body, status
     else:
         r = client.put(path, json=body)
     assert r.status_code == status and message in r.json["error"], r.json
-    assert client.bus.sent == []
+    assert [m for m in client.bus.sent if m[0] != "audit"] == []  # only the audit trail has it
 
 
 # -- through the real bus: web program -> broker -> saver -> SQLite -> web program ----------
 
 
-def _http(url: str, method: str = "GET", body: dict | None = None) -> tuple[int, dict]:
+def _http(url: str, method: str = "GET", body: dict | None = None, login=None) -> tuple[int, dict]:
+    import ssl
+
     req = urllib.request.Request(url, method=method, data=None if body is None else json.dumps(body).encode(),
-                                 headers={"Content-Type": "application/json", "X-Requested-With": "rigtel"})
+                                 headers={"Content-Type": "application/json", "X-Requested-With": "rigtel",
+                                          "Authorization": login.header("admin")})
     try:
-        with urllib.request.urlopen(req, timeout=10) as r:
+        with urllib.request.urlopen(req, timeout=10,
+                                    context=ssl.create_default_context(cafile=str(login.cert_file))) as r:
             return r.status, json.loads(r.read())
     except urllib.error.HTTPError as e:
         return e.code, json.loads(e.read())
@@ -160,10 +171,11 @@ def test_a_put_is_stored_by_the_saver_and_read_back_by_the_api(broker, tmp_path)
     common = [*broker.port_args(), "--set", f"database_path={db}", "--set", f"data_dir={tmp_path}"]
     saver = start_program(["saver", *common], tmp_path)
     saver.wait_for("ready: writing")
-    web = start_program(["web", *common, "--set", "web_port=0",
+    login = make_web_login(tmp_path)
+    web = start_program(["web", *common, "--set", "web_port=0", "--set", "web_http_port=-1", *login.args(),
                          "--set", f"supervisor_socket={tmp_path / 'none.sock'}"], tmp_path)
     m = web.wait_for(READY_WEB)
-    url = f"http://127.0.0.1:{m.group(1) or m.group(2)}"
+    url = f"https://127.0.0.1:{m.group(1)}"
     # the web program's publisher connects on first use; ZeroMQ drops what it sends before
     # the saver's subscription reaches it, so the same setting is re-sent until it is stored
     # (a repeat is harmless: the newest row wins)
@@ -171,16 +183,17 @@ def test_a_put_is_stored_by_the_saver_and_read_back_by_the_api(broker, tmp_path)
 
     deadline = time.monotonic() + 60
     while True:
-        status, sent = _http(url + "/api/thresholds/TVA", "PUT", {"h": 850.0, "hh": 900.0, "deadband": 2.0})
+        status, sent = _http(url + "/api/thresholds/TVA", "PUT", {"h": 850.0, "hh": 900.0, "deadband": 2.0}, login)
         assert status == 202, sent
-        got = [row for row in _http(url + "/api/thresholds")[1]["thresholds"] if row["channel"] == "TVA"][0]
+        got = [row for row in _http(url + "/api/thresholds", login=login)[1]["thresholds"]
+               if row["channel"] == "TVA"][0]
         if got["ts"] is not None:
             break
         assert time.monotonic() < deadline, "the saver never stored the threshold"
         time.sleep(0.5)
     assert (got["h"], got["hh"], got["l"], got["deadband"]) == (850.0, 900.0, None, 2.0)
-    assert got["by"] == "127.0.0.1"
-    status, bad = _http(url + "/api/thresholds/TVA", "PUT", {"h": 950.0, "hh": 900.0})
+    assert got["by"] == "admin"
+    status, bad = _http(url + "/api/thresholds/TVA", "PUT", {"h": 950.0, "hh": 900.0}, login)
     assert status == 400 and "must be below" in bad["error"]
     wait_rows(db, "SELECT channel, h, hh FROM thresholds GROUP BY channel", [("TVA", 850.0, 900.0)])
     assert web.stop() == 0 and saver.stop() == 0

@@ -41,12 +41,13 @@ def stored(tmp_path):
 
 
 @pytest.fixture
-def client(tmp_path, stored):
-    cfg = settings_for(tmp_path, {"database_path": str(stored), "supervisor_socket": str(tmp_path / "none.sock")})
+def client(tmp_path, stored, web_login):
+    cfg = settings_for(tmp_path, {"database_path": str(stored), "supervisor_socket": str(tmp_path / "none.sock"),
+                                  **web_login.overrides()})
     bus = RecordingBus()
     app = create_app(cfg, hub=None, bus=bus)  # type: ignore[arg-type]
     app.testing = True
-    c = app.test_client()
+    c = web_login.client(app)
     c.bus = bus
     return c
 
@@ -121,9 +122,10 @@ def test_alerts_active_history_and_acknowledge(client):
     assert [a["id"] for a in history] == ["wash-1", "kick-1"]
     r = client.post("/api/alerts/kick-1/ack")
     assert r.status_code == 202 and r.json == {"id": "kick-1", "state": "active_ack"}
-    topic, event = client.bus.sent[-1]
+    topic, event = next(m for m in client.bus.sent if m[0] == "alert")
     assert topic == "alert" and event["id"] == "kick-1" and event["state"] == "active_ack"
-    assert event["kind"] == "kick" and event["action"] == "ack"
+    assert event["kind"] == "kick" and event["action"] == "ack" and event["by"] == "admin"
+    assert client.bus.sent[-1][0] == "audit" and client.bus.sent[-1][1]["path"] == "/api/alerts/kick-1/ack"
     assert client.post("/api/alerts/wash-1/ack").status_code == 409
     assert client.post("/api/alerts/nope/ack").status_code == 404
     assert client.get("/api/alerts?state=maybe").status_code == 400
@@ -136,20 +138,20 @@ def test_system_reports_storage_and_why_supervisord_is_unknown(client, stored):
     assert r["disk"]["free_bytes"] > 0
 
 
-def test_no_database_yet_is_a_503_that_says_why(tmp_path):
-    cfg = settings_for(tmp_path, {"database_path": str(tmp_path / "missing.db")})
+def test_no_database_yet_is_a_503_that_says_why(tmp_path, web_login):
+    cfg = settings_for(tmp_path, {"database_path": str(tmp_path / "missing.db"), **web_login.overrides()})
     app = create_app(cfg, hub=None, bus=RecordingBus())  # type: ignore[arg-type]
-    r = app.test_client().get("/api/channels")
+    r = web_login.client(app, "viewer").get("/api/channels")
     assert r.status_code == 503 and "is the saver running" in orjson.loads(r.data)["error"]
 
 
-def test_stream_parameters_are_checked_and_a_head_request_gives_its_slot_back(tmp_path, stored):
+def test_stream_parameters_are_checked_and_a_head_request_gives_its_slot_back(tmp_path, stored, web_login):
     from appliance.web.hub import LiveHub
 
-    cfg = settings_for(tmp_path, {"database_path": str(stored)})
+    cfg = settings_for(tmp_path, {"database_path": str(stored), **web_login.overrides()})
     hub = LiveHub(cfg, max_streams=1)  # not started: no bus needed to hand out slots
     app = create_app(cfg, hub=hub, bus=RecordingBus())  # type: ignore[arg-type]
-    c = app.test_client()
+    c = web_login.client(app, "viewer")
     assert c.get("/api/stream?rate_hz=abc").status_code == 400
     assert "from 0.2 to 20" in c.get("/api/stream?rate_hz=0.000001").json["error"]
     for _ in range(3):  # the server closes each response, as waitress does

@@ -248,7 +248,7 @@ def test_wits0_client_against_a_recorder_into_the_saver(broker, tmp_path):
     saver = start_saver(broker, tmp_path, db)
     recorder = Recorder()
     with Collector(["drilling", "sys.heartbeat"], broker.settings()) as c:
-        program = start_program(["wits0", *broker.port_args(), "--set", "wits0_mode=client",
+        program = start_program(["wits0", *broker.port_args(), "--set", f"data_dir={tmp_path}", "--set", "wits0_mode=client",
                                  "--set", f"wits0_port={recorder.port}", "--set", f"wits0_map={write_map(tmp_path)}",
                                  "--set", "wits0_keepalive_s=0.3", "--set", "wits0_reconnect_max_s=0.5",
                                  "--set", "bus_heartbeat_s=0.2"], tmp_path)
@@ -299,7 +299,7 @@ def test_wits0_client_against_a_recorder_into_the_saver(broker, tmp_path):
 
 def test_wits0_server_takes_the_recorder_and_a_replacement_connection(broker, tmp_path):
     with Collector(["drilling"], broker.settings()) as c:
-        program = start_program(["wits0", *broker.port_args(), "--set", "wits0_mode=server", "--set", "wits0_port=0",
+        program = start_program(["wits0", *broker.port_args(), "--set", f"data_dir={tmp_path}", "--set", "wits0_mode=server", "--set", "wits0_port=0",
                                  "--set", f"wits0_map={write_map(tmp_path)}"], tmp_path)
         port = int(program.wait_for(r"ready: wits0 server listening on 127\.0\.0\.1:(\d+)").group(1))
         first = socket.create_connection(("127.0.0.1", port))
@@ -331,7 +331,7 @@ def test_wits0_serial_through_a_pty(broker, tmp_path):
     device = os.ttyname(slave)
     try:
         with Collector(["drilling"], broker.settings()) as c:
-            program = start_program(["wits0", *broker.port_args(), "--set", "wits0_mode=serial",
+            program = start_program(["wits0", *broker.port_args(), "--set", f"data_dir={tmp_path}", "--set", "wits0_mode=serial",
                                      "--set", f"wits0_serial_device={device}", "--set", "wits0_serial_baud=9600",
                                      "--set", f"wits0_map={write_map(tmp_path)}", "--set", "wits0_keepalive_s=0.2"],
                                     tmp_path)
@@ -432,3 +432,37 @@ def test_source_program_runs_wits0_when_configured_and_keeps_trying_an_absent_re
             pass
     assert program.stop() == 0
     assert "stopped (SIGTERM)" in program.output
+
+
+class RecordingPublisher:
+    """Stands in for the bus: keeps what the ingest publishes."""
+
+    src = "rig-1.wits0"
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, object]] = []
+
+    def publish(self, topic, data, ts=None):
+        self.sent.append((topic, data))
+
+    def publish_batch(self, topic, frames):
+        self.sent.append((topic, list(frames)))
+
+
+def test_a_flood_of_garbage_is_all_counted_and_kept_at_the_rate_limit(tmp_path):
+    from appliance.ops.runtime import StopSignal
+    from appliance.sources.wits0_ingest import REJECTS_PER_S, Ingest
+    from tests.conftest import settings_for
+
+    cfg = settings_for(tmp_path, {"wits0_mode": "client"})
+    pub = RecordingPublisher()
+    ingest = Ingest(cfg, parse_site_map(METRIC_MAP), pub, StopSignal())
+    frames, bad = ingest.parser.feed(b"garbage line\r\n" * 500 + frame(_0110="100"))
+    ingest.handle(frames, bad)
+    ingest.flush_rejects()
+    kept = [f for topic, batch in pub.sent if topic == "reject" for f in batch]
+    assert len(kept) == REJECTS_PER_S
+    stats = ingest.stats()
+    assert stats["bad_lines"] == 500 and stats["rejects_kept"] == REJECTS_PER_S
+    assert stats["rejects_not_kept"] == 500 - REJECTS_PER_S
+    assert [data for topic, data in pub.sent if topic == "drilling"] == [{"DMEA": 100 / 0.3048}]

@@ -8,6 +8,10 @@ message to the statistics thread, which reads a sample of them a few times a sec
 publishes per-topic and per-source figures on `sys.stats`, with a heartbeat on
 `sys.heartbeat`.
 
+With `bus_remote_host` set, the frontend also listens there as a CurveZMQ server for
+publishers on other hosts, each allowed by its public key (appliance.security.curve);
+the loopback ports stay plain.
+
 Caveats:
 - Statistics count envelopes with `src`, `boot` and `seq`; other messages are "malformed".
 - A message larger than HARD_LIMIT_FACTOR x `bus_max_message_bytes` makes libzmq drop
@@ -18,6 +22,7 @@ Caveats:
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 
@@ -28,6 +33,7 @@ from appliance.bus.publisher import Publisher
 from appliance.bus.tally import Tally
 from appliance.config import Config
 from appliance.ops.runtime import StopSignal, release_freed_memory, tcp_endpoint
+from appliance.security.curve import CLIENTS, ZAP_DOMAIN, AllowList, Gatekeeper, CurveKeyError, broker_keys
 
 log = logging.getLogger("rigtel.broker")
 
@@ -47,6 +53,8 @@ class Broker:
         self.control = f"inproc://rigtel-broker-{self.name}-control"
         self.frontend = ""  # the bound endpoints, known once ready is set
         self.backend = ""
+        self.remote = ""
+        self.gatekeeper = None  # the ZAP handler, when remote publishers are allowed
         self.ready = threading.Event()
         self.failed: Exception | None = None
         self._stopping = threading.Event()
@@ -71,6 +79,8 @@ class Broker:
             frontend.bind(tcp_endpoint(cfg.bus_bind_host, cfg.broker_frontend_port))
             self.frontend = frontend.getsockopt_string(zmq.LAST_ENDPOINT)
             frontend.bind(self.inproc_frontend)
+            if cfg.bus_remote_host:
+                self._bind_remote(frontend)
             backend.bind(tcp_endpoint(cfg.bus_bind_host, cfg.broker_backend_port))
             self.backend = backend.getsockopt_string(zmq.LAST_ENDPOINT)
             capture.bind(self.capture)
@@ -78,7 +88,7 @@ class Broker:
             # Subscribe the frontend to everything: publishers filter by subscription, so
             # without this a topic nobody listens to would never reach the statistics.
             frontend.send(b"\x01")
-        except zmq.ZMQError as e:
+        except (zmq.ZMQError, CurveKeyError) as e:
             self.failed = e
             for s in sockets:
                 s.close()
@@ -93,6 +103,19 @@ class Broker:
             for s in sockets:
                 s.close()
 
+    def _bind_remote(self, frontend: zmq.Socket) -> None:
+        """Listen for remote publishers: CurveZMQ, keys checked by ZAP. Options set now apply
+        to this endpoint only; the loopback ones, bound before, stay plain."""
+        public, secret = broker_keys(self.cfg.bus_keys_dir)
+        self.gatekeeper = Gatekeeper(self.context, AllowList(os.path.join(self.cfg.bus_keys_dir, CLIENTS)))
+        self.gatekeeper.start_for_curve()
+        frontend.setsockopt(zmq.CURVE_SERVER, 1)
+        frontend.setsockopt(zmq.CURVE_PUBLICKEY, public)
+        frontend.setsockopt(zmq.CURVE_SECRETKEY, secret)
+        frontend.setsockopt(zmq.ZAP_DOMAIN, ZAP_DOMAIN.encode())
+        frontend.bind(tcp_endpoint(self.cfg.bus_remote_host, self.cfg.bus_remote_port))
+        self.remote = frontend.getsockopt_string(zmq.LAST_ENDPOINT)
+
     # -- statistics thread --------------------------------------------------------------
 
     def _stats(self) -> None:
@@ -104,8 +127,10 @@ class Broker:
         sub.connect(self.capture)
         pub = Publisher("broker", endpoint=self.inproc_frontend, settings=cfg, context=self.context)
         tally = Tally()
+        gate = self.gatekeeper
         heartbeat = Heartbeat(pub, "broker", cfg.bus_heartbeat_s,
-                              stats=lambda: {"messages": tally.total_messages, "bytes": round(tally.total_bytes)})
+                              stats=lambda: {"messages": tally.total_messages, "bytes": round(tally.total_bytes),
+                                             **({"remote_refused": gate.refused_total} if gate else {})})
         started = last_stats = time.monotonic()
         try:
             # wake a few times a second and take what the small capture queue holds; libzmq
@@ -117,6 +142,10 @@ class Broker:
                     except zmq.Again:
                         break
                 heartbeat.tick()
+                while gate is not None and not gate.refused.empty():
+                    address, key, attempts = gate.refused.get()
+                    pub.publish("audit", {"event": "bus_key_refused", "user": "", "client": address,
+                                          "key": key, "attempts": attempts, "rig": cfg.rig_id})
                 now = time.monotonic()
                 if now - last_stats >= cfg.bus_stats_s:
                     interval, last_stats = now - last_stats, now
@@ -139,6 +168,13 @@ class Broker:
         proxy = threading.Thread(target=self._proxy, name="broker-proxy")
         proxy.start()
         self.ready.wait()
+        if self.failed is not None and self.gatekeeper is not None:
+            self.gatekeeper.stop()
+        if isinstance(self.failed, CurveKeyError):
+            proxy.join()
+            log.error("remote publishers are configured (bus_remote_host = %s) but %s",
+                      self.cfg.bus_remote_host, self.failed)
+            return 1
         if self.failed is not None:
             proxy.join()
             log.error("cannot bind the bus ports (%s:%d, %s:%d): %s. Another broker may be "
@@ -150,7 +186,8 @@ class Broker:
             return 1
         stats = threading.Thread(target=self._stats, name="broker-stats")
         stats.start()
-        log.info("ready: frontend %s (publishers), backend %s (subscribers)", self.frontend, self.backend)
+        log.info("ready: frontend %s (publishers), backend %s (subscribers)%s", self.frontend, self.backend,
+                 f", remote publishers {self.remote} (CurveZMQ)" if self.remote else "")
         try:
             while not stop.wait(0.5):
                 if not proxy.is_alive():
@@ -165,6 +202,8 @@ class Broker:
             proxy.join(5)
             stats.join(5)
             control.close()
+            if self.gatekeeper is not None:
+                self.gatekeeper.stop()
         log.info("stopped")
         return 0
 

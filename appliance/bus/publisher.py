@@ -18,6 +18,7 @@ Caveats, as with any ZeroMQ PUB socket:
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import time
@@ -35,6 +36,7 @@ if TYPE_CHECKING:
 
 
 SNDMORE = int(zmq.SNDMORE)
+log = logging.getLogger("rigtel.bus")
 
 
 def now_ms() -> int:
@@ -71,6 +73,14 @@ class Publisher:
         self._socket = self._context.socket(zmq.PUB)
         self._socket.setsockopt(zmq.LINGER, 1000)
         self._socket.setsockopt(zmq.SNDHWM, cfg.bus_send_hwm)
+        if cfg.bus_curve_secret_key or cfg.bus_curve_server_key:
+            # a publisher on another host: CurveZMQ to the broker's remote endpoint
+            from appliance.security.curve import client_keys
+
+            public, secret, server = client_keys(cfg.bus_curve_secret_key, cfg.bus_curve_server_key)
+            self._socket.setsockopt(zmq.CURVE_PUBLICKEY, public)
+            self._socket.setsockopt(zmq.CURVE_SECRETKEY, secret)
+            self._socket.setsockopt(zmq.CURVE_SERVERKEY, server)
         self._socket.connect(self.endpoint)
         self.sent = 0
         self.sent_bytes = 0
@@ -80,6 +90,11 @@ class Publisher:
         if spool:
             try:
                 self._start_spool(cfg)
+            except (RuntimeError, OSError) as e:
+                # publishing matters more than spooling: go on, loudly, without the spool
+                log.error("%s publishes WITHOUT a spool, so what the saver misses cannot be fetched "
+                          "again: %s", self.src, e)
+                self.spool = None
             except BaseException:
                 self._socket.close()
                 raise

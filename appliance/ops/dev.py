@@ -3,12 +3,17 @@
 Lays out a prefix under var/dev in the checkout, writes its appliance.ini once (edit it
 freely afterwards), renders supervisord.conf from the same template the installer uses,
 and runs supervisord in the foreground. Ctrl-C stops every program cleanly.
+
+The dashboard is HTTPS with logins here too: the first run makes a self-signed
+certificate and a development admin user with a random password, kept (0600) in
+var/dev/etc/rigtel/dev-admin-password and printed at every start.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import secrets
 import socket
 import sys
 from pathlib import Path
@@ -32,6 +37,16 @@ simulator_speed = 10
 simulator_events = kick@20m+10m,washout@50m+20m,spike:SPPA@80m+5m
 """
 
+# Where the development prefix keeps its secrets; appended to an appliance.ini that lacks them.
+DEV_SECURITY = {
+    "tls_cert_file": "{etc_dir}/tls/cert.pem",
+    "tls_key_file": "{etc_dir}/tls/key.pem",
+    "users_file": "{etc_dir}/users.json",
+    "bus_keys_dir": "{etc_dir}/curve",
+}
+DEV_ADMIN = "admin"
+DEV_PASSWORD_FILE = "dev-admin-password"
+
 
 def port_in_use(host: str, port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
@@ -49,9 +64,34 @@ def prepare(prefix: Path, python: str) -> Layout:
     layout.make_dirs()
     if not layout.config_file.exists():
         layout.config_file.write_text(DEV_SETTINGS.format(lib_dir=layout.lib_dir, run_dir=layout.run_dir))
+    text = layout.config_file.read_text()
+    missing = [k for k in DEV_SECURITY if not any(line.split("=")[0].strip() == k for line in text.splitlines())]
+    if missing:
+        with layout.config_file.open("a") as f:
+            f.write("\n; HTTPS and logins of the development prefix (added by `rigtel dev`)\n")
+            for key in missing:
+                f.write(f"{key} = {DEV_SECURITY[key].format(etc_dir=layout.etc_dir)}\n")
     template = (CHECKOUT / "etc/supervisord.conf.in").read_text()
     layout.supervisord_conf.write_text(render_supervisord_conf(template, layout, python))
     return layout
+
+
+def dev_login(cfg, layout: Layout) -> tuple[str, str]:
+    """Make the dev prefix's certificate and admin user when missing; (user, password)."""
+    from appliance.security import certs, users
+    from appliance.security.files import write_private
+
+    if not Path(cfg.tls_cert_file).exists():
+        names, addresses = certs.host_names_and_addresses()
+        cert_pem, key_pem = certs.make_self_signed(names, addresses)
+        certs.write_pair(cfg.tls_cert_file, cfg.tls_key_file, cert_pem, key_pem)
+    password_file = layout.etc_dir / DEV_PASSWORD_FILE
+    existing = users.load(cfg.users_file)
+    if DEV_ADMIN not in existing or not password_file.exists():
+        password = secrets.token_urlsafe(12)
+        users.set_user(cfg.users_file, DEV_ADMIN, "admin", password)
+        write_private(password_file, (password + "\n").encode())
+    return DEV_ADMIN, password_file.read_text().strip()
 
 
 def main(argv: Sequence[str]) -> int:
@@ -86,18 +126,21 @@ def main(argv: Sequence[str]) -> int:
             sock.unlink()  # left over from a supervisord that was killed
     busy = [p for p in (cfg.broker_frontend_port, cfg.broker_backend_port)
             if port_in_use(cfg.bus_bind_host, p)]
-    busy += [cfg.web_port] if port_in_use(cfg.web_host, cfg.web_port) else []
+    busy += [p for p in (cfg.web_port, cfg.web_http_port) if p > 0 and port_in_use(cfg.web_host, p)]
     if busy:
         print(f"rigtel dev: port(s) {', '.join(map(str, busy))} on {cfg.bus_bind_host} are already in "
               f"use, so the appliance could not start. Find the owner with `ss -ltnp | grep -E "
               f"':({'|'.join(map(str, busy))})'`, stop it, or choose other ports in {layout.config_file} "
-              f"(broker_frontend_port, broker_backend_port, web_port).", file=sys.stderr)
+              f"(broker_frontend_port, broker_backend_port, web_port, web_http_port).", file=sys.stderr)
         return 1
+    user, password = dev_login(cfg, layout)
 
     supervisorctl = f"{Path(sys.executable).parent / 'supervisorctl'} -c {conf}"
     print(f"""
 Drilling telemetry appliance, development prefix {layout.root}
-  dashboard: http://{cfg.web_host}:{cfg.web_port}/   (loopback only, no login yet: HTTPS and users come next)
+  dashboard: https://{cfg.web_host}:{cfg.web_port}/   (self-signed certificate: the browser warns once;
+             http://{cfg.web_host}:{cfg.web_http_port}/ redirects there)
+  login:     {user} / {password}   (kept in {layout.etc_dir / DEV_PASSWORD_FILE}; more users: rigtel user add)
   programs:  broker, saver, predictor, web, source (simulator), logger, maintenance, wits0-out (supervisord, restarted when they exit)
   database:  {cfg.database_path}
   status:    make status     (or: {supervisorctl} status)

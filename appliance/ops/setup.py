@@ -38,7 +38,10 @@ def install_settings(layout: Layout, opt_current: Path) -> dict[str, str]:
         "data_dir": layout.lib_dir,
         "database_path": layout.lib_dir / "rigtel.db",
         "supervisor_socket": layout.run_dir / "supervisor.sock",
+        # files a release ships beside the package in a checkout, in the release folder here
         "web_root": opt_current / "webroot",
+        "wits0_map": opt_current / "etc/wits0-map.txt",
+        "wits0_out_map": opt_current / "etc/wits0-out-map.txt",
         "tls_cert_file": layout.etc_dir / "tls/cert.pem",
         "tls_key_file": layout.etc_dir / "tls/key.pem",
         "users_file": layout.etc_dir / "users.json",

@@ -39,6 +39,7 @@ from typing import NamedTuple
 import numpy as np
 
 ROTARY, SLIDE = "rotary", "slide"
+MAX_ROP_FT_H = 2000.0  # the catalogue's plausible range for ROP: beyond it a prediction means nothing
 MODEL_CHANNELS = ("ROP_PRED", "ROP_RESID", "PIT_TREND", "PIT_PROJ", "DRILL_RATE", "ETA_TD")
 # rig states (the engine's vocabulary) in which the bit is drilling, and how
 DRILLING_STATES = {"rotary_drilling": ROTARY, "slide_drilling": SLIDE}
@@ -162,6 +163,8 @@ class RopModel:
         try:
             predicted = fit.predict(wob_klbf, rpm if mode == ROTARY else 1.0)
         except OverflowError:  # far outside anything the fit has seen
+            return None
+        if not 0.0 <= predicted <= MAX_ROP_FT_H:
             return None
         return RopEstimate(predicted, rop_ft_h - predicted, fit)
 
@@ -288,6 +291,9 @@ class DepthEta:
         if span < self.min_span_ms:
             return None
         rate = (d1 - d0) / (span / 3_600_000)
+        if rate > MAX_ROP_FT_H:  # a jump of the depth reading (a reset, a glitch), not drilling
+            self.points.clear()
+            return None
         if self.target_ft <= 0:
             return EtaEstimate(rate, None)
         if d1 >= self.target_ft:

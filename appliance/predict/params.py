@@ -83,7 +83,7 @@ SETTING_FIELDS: tuple[str, ...] = (
     "pumps_on_spm", "pumps_on_psi", "rotating_rpm", "moving_ft_s", "pump_output_gal_stroke",
     "pipe_displacement_bbl_ft", "flowline_tau_s", "kick_flow_gpm", "kick_pit_bbl", "loss_flow_gpm",
     "loss_pit_bbl", "washout_drop_pct", "overpull_klbf", "flatline_s", "dropout_s",
-    "alarm_on_delay_s", "alarm_off_delay_s", "flood_alarms", "derived_hz",
+    "alarm_on_delay_s", "alarm_off_delay_s", "flood_alarms", "derived_hz", "target_depth_ft",
 )
 
 

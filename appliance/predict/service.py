@@ -161,7 +161,7 @@ def main(argv: Sequence[str]) -> int:
     cfg, stop = start_service(
         "predictor", "Watch the drilling data: rig state, derived channels (MSE, pit gain, ...) on "
                      "'derived', and kick, loss, washout, pack-off and sensor alarms on 'alert'.", argv)
-    with Publisher("predictor", settings=cfg) as pub:
+    with Publisher("predictor", settings=cfg, spool=True) as pub:
         service = PredictorService(cfg, pub, stop_event=stop.event)
         service.load_state(cfg.database_path)
         log.info("ready: listening on %s for %s (rig states: %d)", service.endpoint, ", ".join(TOPICS), len(CODE))

@@ -430,7 +430,7 @@ def main(argv: Sequence[str]) -> int:
             return 2
     context = zmq.Context()
     try:
-        with Publisher("wits0", settings=cfg, context=context) as publisher:
+        with Publisher("wits0", settings=cfg, context=context, spool=True) as publisher:
             try:
                 code = Ingest(cfg, site, publisher, stop).run()
             except OSError as e:  # the server cannot bind

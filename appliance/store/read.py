@@ -229,3 +229,22 @@ def storage_stats(db: sqlite3.Connection) -> dict[str, Any]:
         "gaps": db.execute("SELECT count(*), coalesce(sum(last_seq - first_seq + 1), 0) FROM gaps "
                            "WHERE state = 'lost'").fetchone(),
     }
+
+
+def audit_events(db: sqlite3.Connection, start_ms: int, end_ms: int, limit: int,
+                 event: str | None = None) -> list[dict[str, Any]]:
+    """Audit events (logins refused, changes, refused bus keys) in [start, end), newest first."""
+    if end_ms <= start_ms:
+        raise QueryError(f"the range is empty or inverted: from {start_ms} to {end_ms}")
+    sql = "SELECT ts, src, data FROM audit WHERE ts >= ? AND ts < ?"
+    args: list[Any] = [start_ms, end_ms]
+    if event:
+        sql += " AND event = ?"
+        args.append(event)
+    try:
+        rows = db.execute(sql + " ORDER BY ts DESC, id DESC LIMIT ?", (*args, limit)).fetchall()
+    except sqlite3.OperationalError as e:
+        if "no such table" in str(e):
+            return []  # a database the saver has not opened since the audit table came
+        raise
+    return [{"ts": ts, "src": src, **orjson.loads(data)} for ts, src, data in rows]

@@ -236,6 +236,7 @@ class Recovery:
     def add_gap(self, src: str, boot: str, topic: str, first: int, last: int, detected_ms: int,
                 what: str = "") -> GapRecord:
         """A new pending gap (clipped to what is not already covered)."""
+        self.heard(src)  # a gap comes with a message of the source: it has been heard from
         key = (src, boot, topic)
         first = max(first, self.known.get(key, 0) + 1)
         self.known[key] = max(self.known.get(key, 0), last)

@@ -76,6 +76,17 @@ CREATE TABLE IF NOT EXISTS alerts (       -- alarm lifecycle events from the `al
 CREATE INDEX IF NOT EXISTS alerts_ts ON alerts (ts);
 CREATE INDEX IF NOT EXISTS alerts_alert_id ON alerts (alert_id, ts);
 
+CREATE TABLE IF NOT EXISTS audit (        -- security events from the `audit` topic: logins, changes
+    id          INTEGER PRIMARY KEY,
+    ts          INTEGER NOT NULL,
+    src         TEXT NOT NULL,             -- the program that saw it, e.g. rig-1.web
+    event       TEXT,                      -- login_failed, login_locked, admin_action, ...
+    user        TEXT,
+    client      TEXT,                      -- the client's address, as the TLS front saw it
+    data        TEXT NOT NULL              -- the whole event, JSON; never a password
+);
+CREATE INDEX IF NOT EXISTS audit_ts ON audit (ts);
+
 CREATE TABLE IF NOT EXISTS thresholds (   -- alarm limit settings from `control.thresholds`; a history
     id          INTEGER PRIMARY KEY,
     ts          INTEGER NOT NULL,

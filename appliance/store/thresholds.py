@@ -19,13 +19,21 @@ from __future__ import annotations
 import math
 from typing import Any, NamedTuple
 
-from appliance.channels import BY_MNEMONIC
+from appliance.channels import BY_MNEMONIC, Channel
 
 TOPIC = "control.thresholds"
 LIMITS = ("ll", "l", "h", "hh")  # in the order their values must rise
 PRIORITIES = ("low", "medium", "high", "critical")  # the predictor's alarm priorities (predict/alarms.py)
 FIELDS = ("channel", *LIMITS, "deadband", "priority", "by")
 MAX_BY = 200
+
+
+NOT_LIMITABLE_UNITS = ("code", "flag")  # RIGSTATE, ONBOTTOM: states, not quantities
+
+
+def limitable(channel: Channel) -> bool:
+    """Whether alarm limits mean anything for a catalogue channel (not for a state code)."""
+    return channel.unit not in NOT_LIMITABLE_UNITS
 
 
 class ThresholdError(ValueError):
@@ -89,6 +97,9 @@ def check(data: Any, channel: str | None = None, extra_channels: frozenset[str] 
     if entry is None and channel not in extra_channels:
         raise ThresholdError(f"unknown channel {channel[:60]!r}: thresholds apply to catalogue channels "
                              "and stored derived channels (/api/channels lists them)")
+    if entry is not None and not limitable(entry):
+        raise ThresholdError(f"{channel} is a {entry.unit} ({entry.description}), not a quantity: "
+                             "alarm limits do not apply to it")
     values = {k: _number(k.upper(), data.get(k)) for k in LIMITS}
     unit = f" {entry.unit}" if entry else ""
     if entry is not None:

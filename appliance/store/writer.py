@@ -35,6 +35,7 @@ from appliance.store.schema import connect_writer
 # topic's numeric keys are stored as channels named TOPIC.KEY.
 CHANNEL_TOPICS = ("drilling", "derived")
 ALERT_TOPIC = "alert"
+AUDIT_TOPIC = "audit"
 # Sources publish input they could not use (a garbled WITS0 line, a bad row of a replayed
 # file) on this topic, one frame {"reason", "input"} per item; each becomes a dead letter
 # under the source's id, so bad input at the edge is kept like bad messages on the bus.
@@ -173,6 +174,7 @@ class Writer:
         groups: dict[tuple[str, tuple[str, ...]], list[tuple[Envelope, Frame]]] = defaultdict(list)
         events: list[tuple] = []
         alerts: list[tuple] = []
+        audits: list[tuple] = []
         limits: list[tuple] = []
         streams: dict[tuple[str, str, str], list[int]] = {}
 
@@ -198,6 +200,9 @@ class Writer:
                         alerts.append((frame.ts, env.src, env.seq, _text(data.get("id")),
                                        _text(data.get("kind")), _text(data.get("state")),
                                        _text(data.get("priority")), orjson.dumps(data).decode()))
+                    elif topic == AUDIT_TOPIC:
+                        audits.append((frame.ts, env.src, _text(data.get("event")), _text(data.get("user")),
+                                       _text(data.get("client")), orjson.dumps(data).decode()))
                     elif topic == THRESHOLD_TOPIC:
                         self._threshold(env, frame, received, limits, dead)
                     elif topic not in CHANNEL_TOPICS and not all(is_number(v) for v in data.values()):
@@ -244,6 +249,9 @@ class Writer:
             if alerts:
                 self.db.executemany("INSERT INTO alerts (ts, src, seq, alert_id, kind, state, priority, data) "
                                     "VALUES (?, ?, ?, ?, ?, ?, ?, ?)", alerts)
+            if audits:
+                self.db.executemany("INSERT INTO audit (ts, src, event, user, client, data) "
+                                    "VALUES (?, ?, ?, ?, ?, ?)", audits)
             if limits:
                 self.db.executemany("INSERT INTO thresholds (ts, src, seq, channel, hh, h, l, ll, deadband, "
                                     "priority, by) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", limits)

@@ -17,11 +17,12 @@ import orjson
 from flask import Blueprint, Response, abort, current_app, g, jsonify, request
 
 from appliance.bus.envelope import MAX_TS
-from appliance.channels import BY_MNEMONIC, CATALOGUE
+from appliance.channels import BY_MNEMONIC
 from appliance.sources import writers
 from appliance.store import read
 from appliance.store import thresholds as limits
 from appliance.store.schema import connect_reader
+from appliance.web.auth import admin_only, current_user
 
 bp = Blueprint("api", __name__)
 
@@ -59,6 +60,12 @@ def close_db(exc: BaseException | None) -> None:
     conn = g.pop("db", None)
     if conn is not None:
         conn.close()
+
+
+def login_name() -> str:
+    """Who is changing something: the logged-in user (events record it as `by`)."""
+    user = current_user()
+    return user.name if user else request.remote_addr or ""
 
 
 def now_ms() -> int:
@@ -195,6 +202,7 @@ def alerts():
 
 @bp.post("/alerts/<alert_id>/ack")
 def acknowledge(alert_id: str):
+    """Any logged-in user, viewer included, may acknowledge: the driller at the console must."""
     current = read.alert_state(db(), alert_id)
     if current is None:
         return json({"error": f"no alert {alert_id!r}"}, 404)
@@ -202,9 +210,18 @@ def acknowledge(alert_id: str):
     if new_state is None:
         return json({"error": f"alert {alert_id!r} is {current.get('state')}: nothing to acknowledge"}, 409)
     event = {k: v for k, v in current.items() if k not in ("ts", "state", "src", "seq")}
-    event.update(state=new_state, action="ack", by=request.remote_user or request.remote_addr or "")
+    event.update(state=new_state, action="ack", by=login_name())
     current_app.extensions["rigtel.bus"].publish("alert", event)
     return json({"id": alert_id, "state": new_state}, 202)
+
+
+@bp.get("/audit")
+@admin_only
+def audit_trail():
+    """Failed logins, lock-outs, changes and refused bus keys, newest first (admins only)."""
+    end = int_arg("to", now_ms())
+    return json(read.audit_events(db(), int_arg("from", end - 7 * 86_400_000), end, int_arg("limit", 500, 1, 10_000),
+                                  event=request.args.get("event") or None))
 
 
 SHELVE_MAX_MINUTES = 24 * 60
@@ -212,6 +229,7 @@ SHELVABLE = ("active_unack", "active_ack", "cleared_unack", "shelved", "normal")
 
 
 @bp.post("/alerts/<alert_id>/shelve")
+@admin_only
 def shelve(alert_id: str):
     """Hide an alarm for `minutes` with a `reason` (ISA-18.2 shelving); the predictor brings
     it back when the time is up, raised if its condition still holds."""
@@ -231,7 +249,7 @@ def shelve(alert_id: str):
     until = now_ms() + round(minutes * 60_000)
     event = {k: v for k, v in current.items() if k not in ("ts", "state", "src", "seq")}
     event.update(state="shelved", action="shelve", minutes=minutes, reason=reason.strip(), until_ms=until,
-                 by=request.remote_user or request.remote_addr or "")
+                 by=login_name())
     current_app.extensions["rigtel.bus"].publish("alert", event)
     return json({"id": alert_id, "state": "shelved", "until_ms": until}, 202)
 
@@ -249,7 +267,7 @@ def thresholds():
     conn = db()
     current = read.current_thresholds(conn)
     rows = [{"channel": c.mnemonic, "description": c.description, "unit": c.unit, "low": c.low,
-             "high": c.high} for c in CATALOGUE]
+             "high": c.high} for c in BY_MNEMONIC.values() if limits.limitable(c)]
     rows += [{"channel": c.name, "description": "derived", "unit": c.unit, "low": None, "high": None}
              for c in _derived_channels(conn)]
     listed = {r["channel"] for r in rows}
@@ -270,6 +288,7 @@ def threshold_history(channel: str):
 
 
 @bp.put("/thresholds/<channel>")
+@admin_only
 def set_threshold(channel: str):
     """Check a channel's new limits and publish them on `control.thresholds`; the predictor
     applies them at once and the saver stores them. 202: accepted, being applied."""
@@ -284,7 +303,7 @@ def set_threshold(channel: str):
         setting = limits.check(body, channel=channel, extra_channels=extra)
     except limits.ThresholdError as e:
         raise BadRequest(str(e)) from None
-    setting = setting._replace(by=request.remote_user or request.remote_addr or "")
+    setting = setting._replace(by=login_name())
     current_app.extensions["rigtel.bus"].publish(limits.TOPIC, setting.as_dict())
     return json(setting.as_dict(), 202)
 
@@ -426,7 +445,18 @@ def system():
         "sources": hub.source_states() if hub else [],
         "disk": {"free_bytes": disk.free, "total_bytes": disk.total} if disk else None,
         "last_backup": last_backup,
+        "tls": tls_status(c.tls_cert_file),
     })
+
+
+def tls_status(cert_file: str) -> dict[str, Any]:
+    """The dashboard certificate's names and expiry (with a warning 30 days ahead), or why not."""
+    from appliance.security import certs
+
+    try:
+        return certs.info(cert_file).as_dict()
+    except (OSError, ValueError) as e:
+        return {"path": cert_file, "error": f"cannot read the HTTPS certificate {cert_file}: {e}"}
 
 
 # -- performance KPIs -------------------------------------------------------------------

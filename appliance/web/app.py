@@ -1,10 +1,10 @@
 """The dashboard's Flask application factory.
 
 `create_app(cfg)` builds the app and touches nothing at import time. Pages and the JSON
-API are blueprints; every route except `/healthz` and the static files goes through the
-blueprints' `before_request` hooks, which is where authentication attaches. Every
-response carries strict security headers: no inline script, no framing, no sniffing,
-and API data is never cached.
+API are blueprints; every route except the data-free `/healthz` asks for a login in one
+app-wide hook (appliance.web.auth), static files and unknown paths included. Every
+response carries strict security headers: no inline script, no framing, no sniffing, no
+referrer, HSTS over HTTPS, and nothing but static files may be cached.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from flask import Flask, jsonify
+from flask import Flask, jsonify, request
 
 from appliance import __version__
 from appliance.bus.publisher import Publisher
@@ -61,7 +61,8 @@ def create_app(cfg: Config, hub: LiveHub | None = None, bus: BusLink | None = No
     app.extensions["rigtel.hub"] = hub
     app.extensions["rigtel.bus"] = bus or BusLink(cfg)
 
-    from appliance.web import api, pages
+    from appliance.web import api, auth, pages
+    auth.install(app)
     app.register_blueprint(pages.bp)
     app.register_blueprint(api.bp, url_prefix="/api")
 
@@ -76,7 +77,11 @@ def create_app(cfg: Config, hub: LiveHub | None = None, bus: BusLink | None = No
         response.headers["X-Content-Type-Options"] = "nosniff"
         response.headers["X-Frame-Options"] = "DENY"
         response.headers["Referrer-Policy"] = "no-referrer"
-        if response.mimetype in ("application/json", "text/event-stream", "text/csv"):
+        response.headers["Cross-Origin-Opener-Policy"] = "same-origin"
+        response.headers["Cross-Origin-Resource-Policy"] = "same-origin"
+        if request.is_secure and cfg.web_hsts_s:
+            response.headers["Strict-Transport-Security"] = f"max-age={cfg.web_hsts_s}"
+        if request.endpoint != "static":  # API data and pages: never kept by a browser or proxy
             response.headers["Cache-Control"] = "no-store"
         return response
 

@@ -27,6 +27,7 @@ from appliance.config import Config
 log = logging.getLogger("rigtel.web.hub")
 
 LIVE_TOPICS = ["drilling", "derived", "alert"]
+PROBE_TOPIC = "sys.web.probe"  # the web program's own probe: its bus link works both ways
 HEARTBEAT_TOPIC = "sys.heartbeat"
 SOURCE_PROGRAMS = ("wits0", "replay", "simulator", "wits0-out")  # their statistics, for the System view
 QUEUE_FRAMES = 2000  # per stream; beyond this the stream is skipped forward
@@ -68,7 +69,8 @@ class LiveHub(DataSubscriber):
     """Runs in its own thread (start_thread), shared by every request thread."""
 
     def __init__(self, cfg: Config, max_streams: int, **kwargs: Any) -> None:
-        super().__init__(topics=[*LIVE_TOPICS, HEARTBEAT_TOPIC], settings=cfg, **kwargs)
+        super().__init__(topics=[*LIVE_TOPICS, HEARTBEAT_TOPIC, PROBE_TOPIC], settings=cfg, **kwargs)
+        self.probe_seen = threading.Event()
         self.max_streams = max_streams
         self.lock = threading.Lock()
         self.streams: dict[int, Stream] = {}
@@ -114,6 +116,9 @@ class LiveHub(DataSubscriber):
     # -- the bus -------------------------------------------------------------------------
 
     def on_envelope(self, env: Envelope) -> None:
+        if env.topic == PROBE_TOPIC:
+            self.probe_seen.set()
+            return
         if env.topic == HEARTBEAT_TOPIC:
             data = env.frames[-1].data
             if data.get("program") in SOURCE_PROGRAMS:

@@ -1,13 +1,18 @@
-"""`rigtel web`: the dashboard served by waitress, bound to loopback.
+"""`rigtel web`: the dashboard over HTTPS, with a plain HTTP port that only redirects.
 
-One LiveHub (one bus subscription) per process feeds every browser's live stream. Each
-open stream holds a waitress thread, so `web_max_streams` stays below `web_threads`.
+waitress serves the Flask app on a loopback port of its own (told the scheme is https);
+the TLS front (appliance.web.front) listens on `web_host:web_port` and forwards to it,
+carrying the real client address through. One LiveHub (one bus subscription) per process
+feeds every browser's live stream. Each open stream holds a waitress thread, so
+`web_max_streams` stays below `web_threads`.
 """
 
 from __future__ import annotations
 
 import logging
+import ssl
 import threading
+import time
 from typing import Sequence
 
 log = logging.getLogger("rigtel.web")
@@ -19,36 +24,97 @@ def main(argv: Sequence[str]) -> int:
     from appliance.bus.heartbeat import Heartbeat
     from appliance.cli import start_service
     from appliance.web.app import BusLink, create_app
+    from appliance.web.front import ClientAddress, PeerMap, TLSFront, redirect_app
     from appliance.web.hub import LiveHub
 
-    cfg, stop = start_service("web", "Serve the dashboard and its JSON API (waitress, loopback).", argv)
+    cfg, stop = start_service("web", "Serve the dashboard and its JSON API over HTTPS.", argv)
     if cfg.web_max_streams >= cfg.web_threads:
         log.error("web_max_streams (%d) must be below web_threads (%d): each live stream holds a "
                   "thread and the rest serve pages and the API", cfg.web_max_streams, cfg.web_threads)
         return 2
+    peers = PeerMap()
     hub = LiveHub(cfg, cfg.web_max_streams)
-    hub.start_thread()
     bus = BusLink(cfg)
     app = create_app(cfg, hub=hub, bus=bus)
+    servers = []
     try:
-        server = create_server(app, host=cfg.web_host, port=cfg.web_port, threads=cfg.web_threads,
-                               ident="rigtel", channel_timeout=60, cleanup_interval=10,
-                               expose_tracebacks=cfg.web_debug)
-    except OSError as e:
-        log.error("cannot listen on %s:%d: %s. Another program holds the port (`ss -ltnp | grep "
-                  ":%d`), or choose another with web_port.", cfg.web_host, cfg.web_port, e, cfg.web_port)
-        hub.close()
+        inner = create_server(ClientAddress(app, peers, cfg.web_trusted_proxy), host="127.0.0.1", port=0,
+                              threads=cfg.web_threads, url_scheme="https", ident="rigtel",
+                              connection_limit=cfg.web_max_connections + 10, channel_timeout=60,
+                              cleanup_interval=10, expose_tracebacks=cfg.web_debug)
+        servers.append(inner)
+        front = TLSFront(cfg.web_host, cfg.web_port, ("127.0.0.1", int(inner.effective_port)),
+                         cfg.tls_cert_file, cfg.tls_key_file, peers, cfg.web_max_connections,
+                         cfg.web_handshake_timeout_s)
+        redirect = None
+        if cfg.web_http_port >= 0:
+            redirect = create_server(redirect_app(front.port), host=cfg.web_host, port=cfg.web_http_port,
+                                     threads=2, ident="rigtel", channel_timeout=10)
+            servers.append(redirect)
+    except (FileNotFoundError, ssl.SSLError) as e:
+        log.error("cannot use the TLS certificate %s with key %s (%s). Make one with `rigtel tls "
+                  "self-signed`, or install the site's with `rigtel tls install --cert FILE --key FILE`.",
+                  cfg.tls_cert_file, cfg.tls_key_file, e)
+        _close(servers)
         return 1
-    serving = threading.Thread(target=server.run, name="web-server", daemon=True)
-    serving.start()
-    log.info("ready: dashboard on http://%s:%d/", cfg.web_host, int(server.effective_port))
+    except OSError as e:
+        log.error("cannot listen on %s port %d or %d: %s. Another program holds the port (`ss -ltnp | grep "
+                  "-E ':(%d|%d)'`), or choose others with web_port and web_http_port.", cfg.web_host,
+                  cfg.web_port, cfg.web_http_port, e, cfg.web_port, cfg.web_http_port)
+        _close(servers)
+        return 1
+    warn_if_expiring(cfg.tls_cert_file)
+    hub.start_thread()
+    connect_bus(hub, bus, cfg.bus_heartbeat_s * 5 + 5)
+    for server, name in ((inner, "web-server"), (redirect, "web-redirect")):
+        if server is not None:
+            threading.Thread(target=server.run, name=name, daemon=True).start()
+    front.start()
+    shown_host = f"[{cfg.web_host}]" if ":" in cfg.web_host else cfg.web_host
+    log.info("ready: dashboard on https://%s:%d/ (%sapp on 127.0.0.1:%d, loopback only)", shown_host, front.port,
+             f"http://{shown_host}:{int(redirect.effective_port)}/ redirects; " if redirect else "",
+             int(inner.effective_port))
     heartbeat = Heartbeat(bus, "web", cfg.bus_heartbeat_s,
-                          stats=lambda: {"streams": hub.stream_count(), "received": hub.stats["messages"]})
+                          stats=lambda: {"streams": hub.stream_count(), "received": hub.stats["messages"],
+                                         "tls": dict(front.stats)})
     while not stop.wait(heartbeat.seconds_to_next() or cfg.bus_heartbeat_s):
         heartbeat.tick()
     # open live streams notice the hub stopping and end; waitress's threads are daemons
     hub.close()
-    server.close()
+    front.close()
+    _close(servers)
     bus.close()
     log.info("stopped")
     return 0
+
+
+def warn_if_expiring(cert_file: str) -> None:
+    from appliance.security import certs
+
+    try:
+        shown = certs.info(cert_file)
+    except (OSError, ValueError) as e:
+        log.warning("cannot read the TLS certificate %s to check its expiry: %s", cert_file, e)
+        return
+    if shown.expiring:
+        log.warning("%s", shown.as_dict()["warning"])
+
+
+def connect_bus(hub, bus, timeout_s: float) -> bool:
+    """Publish probes until the hub receives one: from then on nothing this program publishes
+    (audit events above all) is lost to ZeroMQ's slow joiner. A missing broker only delays
+    the start, with a warning; the dashboard serves without the bus."""
+    from appliance.web.hub import PROBE_TOPIC
+
+    deadline = time.monotonic() + timeout_s
+    while not hub.probe_seen.wait(0.05):
+        if time.monotonic() > deadline:
+            log.warning("no answer from the bus broker within %.0f s: live data and audit events wait for it", timeout_s)
+            return False
+        bus.publish(PROBE_TOPIC, {})
+    return True
+
+
+def _close(servers: list) -> None:
+    for server in servers:
+        server.close()

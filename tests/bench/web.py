@@ -32,6 +32,7 @@ taken with `git archive`, so the page before and after are measured in the same 
 from __future__ import annotations
 
 import http.client
+import ssl
 import io
 import json
 import random
@@ -52,7 +53,7 @@ from appliance.channels import CATALOGUE
 from appliance.store import read
 from appliance.store.writer import Batch, Writer
 from tests.browser import CHROMIUM, CHROMIUM_ARGS, READY_WEB, missing_browser
-from tests.conftest import Collector, start_broker, start_program, wait_subscribed
+from tests.conftest import Collector, make_web_login, start_broker, start_program, wait_subscribed
 
 NAME = "web"
 DESCRIPTION = "publish -> browser latency, /live before and after, 20 live streams, history API times, web RSS"
@@ -164,8 +165,8 @@ class SseReader:
 
     def read(self) -> None:
         try:
-            conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
-            conn.request("GET", "/api/stream", headers={"Accept": "text/event-stream"})
+            conn = connect(self.port)
+            conn.request("GET", "/api/stream", headers={"Accept": "text/event-stream", **auth_header()})
             self.sock = conn.sock
             resp = conn.getresponse()
             self.status = resp.status
@@ -223,9 +224,33 @@ def publish_for(pub: Publisher, rate_hz: float, seconds: float, rng: random.Rand
     return n
 
 
+# The dashboard is HTTPS with logins: every page and reader here logs in as a viewer.
+LOGIN: dict[str, Any] = {}
+
+
+def auth_header() -> dict[str, str]:
+    return {"Authorization": LOGIN["login"].header("viewer")}
+
+
+def connect(port: int) -> http.client.HTTPSConnection:
+    return http.client.HTTPSConnection("127.0.0.1", port, timeout=30,
+                                       context=ssl.create_default_context(cafile=str(LOGIN["login"].cert_file)))
+
+
+class LoggedInBrowser:
+    """new_page() in a context of its own that logs in and trusts the test certificate."""
+
+    def __init__(self, browser) -> None:
+        self.browser = browser
+
+    def new_page(self, **options):
+        return self.browser.new_context(ignore_https_errors=True, http_credentials=dict(
+            zip(("username", "password"), LOGIN["login"].auth("viewer"))), **options).new_page()
+
+
 def get_ms(conn: http.client.HTTPConnection, path: str) -> tuple[float, dict]:
     started = time.perf_counter()
-    conn.request("GET", path)
+    conn.request("GET", path, headers=auth_header())
     resp = conn.getresponse()
     body = resp.read()
     ms = (time.perf_counter() - started) * 1000
@@ -257,7 +282,7 @@ class LivePage:
     def __init__(self, browser, port: int) -> None:
         self.page = browser.new_page(viewport={"width": 1600, "height": 1000})
         self.page.set_default_timeout(30_000)
-        self.page.goto(f"http://127.0.0.1:{port}/live")
+        self.page.goto(f"https://127.0.0.1:{port}/live")
         self.page.evaluate(OPEN_PROBE)
         self.cdp = self.page.context.new_cdp_session(self.page)
         self.cdp.send("Performance.enable")
@@ -359,6 +384,7 @@ def run(opts) -> dict[str, Any]:
             say(f"  the page before ({BASELINE_REV[:7]}) is not in this tree's git history: measuring the current one only")
         programs = []
         readers: list[SseReader] = []
+        LOGIN["login"] = make_web_login(tmp)
         broker = start_broker(tmp)
         programs.append(broker.program)
         try:
@@ -366,20 +392,21 @@ def run(opts) -> dict[str, Any]:
             for name, root in (("current", None), ("before", old_root)):
                 if name == "before" and root is None:
                     continue
-                web = start_program(["web", *broker.port_args(), "--set", f"database_path={db}",
-                                     "--set", f"data_dir={tmp}", "--set", "web_port=0",
+                web = start_program(["web", *broker.port_args(), *LOGIN["login"].args(),
+                                     "--set", f"database_path={db}", "--set", f"data_dir={tmp}",
+                                     "--set", "web_port=0", "--set", "web_http_port=-1",
                                      "--set", f"supervisor_socket={tmp / 'supervisor.sock'}",
                                      *(["--set", f"web_root={root}"] if root else [])], tmp)
                 programs.append(web)
                 m = web.wait_for(READY_WEB)
-                webs[name] = {"program": web, "port": int(m.group(1) or m.group(2))}
+                webs[name] = {"program": web, "port": int(m.group(1))}
             current = webs["current"]
             with sync_playwright() as p, Publisher("bench", settings=broker.settings()) as pub, \
                     BusLatency(broker.settings()) as bus:
-                browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+                browser = LoggedInBrowser(p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS))
                 try:
                     quiet = browser.new_page()  # a JSON document: no script of the dashboard's runs
-                    quiet.goto(f"http://127.0.0.1:{current['port']}/api/channels")
+                    quiet.goto(f"https://127.0.0.1:{current['port']}/api/channels")
                     quiet.evaluate(OPEN_PROBE)
                     plain = SseReader(current["port"], 99)  # the web path without a browser
                     readers.append(plain)
@@ -438,7 +465,7 @@ def run(opts) -> dict[str, Any]:
                     page = open_page("current")
                     # the closed pages' streams end when the server next writes to them: wait
                     # until only this page's two, the quiet page's and the plain reader's are left
-                    conn = http.client.HTTPConnection("127.0.0.1", current["port"], timeout=30)
+                    conn = connect(current["port"])
                     deadline = time.monotonic() + 30
                     while get_ms(conn, "/api/system")[1]["bus"]["streams"] > 4:
                         if time.monotonic() > deadline:
@@ -484,11 +511,11 @@ def run(opts) -> dict[str, Any]:
                                  "target": {"on": "value", "op": "<=", "limit": STALL_S},
                                  "note": "longest time without a frames event on one stream while publishing"})
                 finally:
-                    browser.close()
+                    browser.browser.close()
 
             say("  history: /api/series over HTTP vs read.series in this process ...")
             n = max(opts.runs, 5)
-            conn = http.client.HTTPConnection("127.0.0.1", current["port"], timeout=30)
+            conn = connect(current["port"])
             try:
                 for label, hours in (("1 h", 1), ("24 h", 24)):
                     start, end = T0 + (24 - hours) * 3_600_000, T0 + 86_400_000

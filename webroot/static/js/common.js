@@ -359,9 +359,44 @@
     strip.hidden = false;
   }
 
+  // -- who is logged in, and logging out ---------------------------------------------------
+
+  /** Basic auth has no logout: the browser keeps the credentials until it is given others.
+      The server accepts a placeholder user only on /logout (see appliance/web/auth.py), so
+      after this request the browser holds the placeholder and the next page asks again. */
+  rigtel.logout = function () {
+    return new Promise(function (resolve) {
+      const xhr = new XMLHttpRequest();
+      xhr.open('GET', '/logout', true, 'logged-out', 'x' + Math.random().toString(36).slice(2));
+      xhr.onloadend = function () { resolve(xhr.status); };
+      xhr.send();
+    }).then(function (status) {
+      document.body.dataset.loggedOut = String(status);
+      window.location.assign('/');
+    });
+  };
+
+  async function showUser() {
+    const el = document.getElementById('who');
+    if (!el) return;
+    try {
+      const me = await rigtel.api('/api/me');
+      rigtel.user = me;
+      el.textContent = me.user + ' (' + me.role + ')';
+      document.body.dataset.role = me.role;
+    } catch (e) {
+      el.textContent = '';
+    }
+  }
+
   // -- start ----------------------------------------------------------------------------
 
   document.addEventListener('DOMContentLoaded', function () {
+    showUser();
+    const logout = document.getElementById('logout');
+    if (logout) {
+      logout.addEventListener('click', function (e) { e.preventDefault(); rigtel.logout(); });
+    }
     startFeed();
     setInterval(evaluate, 1000);
     rigtel.pollAlarms();

@@ -134,6 +134,19 @@
       meter.value = 1 - freeFrac;
       $('disk-meter-label').textContent = 'disk used: ' + Math.round((1 - freeFrac) * 100) + '%';
     }
+
+    // the dashboard's own TLS certificate: warned about 30 days before it expires
+    const t = s.tls || {};
+    const warning = t.error || t.warning;
+    $('tls-warning').hidden = !warning;
+    $('tls-warning').textContent = warning || '';
+    facts($('tls-facts'), t.error ? [] : [
+      ['subject', t.subject || '—'],
+      ['issuer', (t.issuer || '—') + (t.self_signed ? ' (self-signed)' : '')],
+      ['names', (t.names || []).join(', ') || '—'],
+      ['expires', t.not_after_ms ? rigtel.fmtTime(t.not_after_ms) + ' UTC (' + Math.floor(t.days_left) + ' days)' : '—',
+        !!t.expiring],
+    ]);
   }
 
   async function refresh() {

@@ -1,0 +1,1 @@
+"""Secrets and who may do what: dashboard users, the TLS certificate, CurveZMQ keys."""
