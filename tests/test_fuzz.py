@@ -155,8 +155,7 @@ def test_environment_settings_load_or_stop_with_a_message(tmp_path_factory, env)
 
 
 # -- the JSON API ----------------------------------------------------------------------------
-# Built with the app factory like tests/test_web_api.py; when logins arrive, `api` is the one
-# place to give the test client its credentials.
+# Built with the app factory and logged in like tests/test_web_api.py's client.
 
 PARAMS = ["channels", "from", "to", "max_points", "resolution", "state", "kind", "limit", "rate_hz",
           "last_event_id", "format"]

@@ -320,7 +320,7 @@ def test_wits0_server_takes_the_recorder_and_a_replacement_connection(broker, tm
 
 
 def test_wits0_server_refuses_to_listen_beyond_loopback_without_an_allow_list(tmp_path):
-    program = start_program(["wits0", "--set", "wits0_mode=server", "--set", "wits0_host=0.0.0.0",
+    program = start_program(["wits0", "--set", f"data_dir={tmp_path}", "--set", "wits0_mode=server", "--set", "wits0_host=0.0.0.0",
                              "--set", "wits0_port=0"], tmp_path)
     assert program.proc.wait(30) == 2
     assert "beyond loopback" in program.output and "wits0_allow" in program.output
@@ -419,7 +419,7 @@ def test_source_program_runs_wits0_when_configured_and_keeps_trying_an_absent_re
     gone = socket.create_server(("127.0.0.1", 0))
     port = gone.getsockname()[1]
     gone.close()  # nothing listens there now
-    program = start_program(["source", "--set", "data_source=wits0", "--set", f"wits0_port={port}",
+    program = start_program(["source", "--set", f"data_dir={tmp_path}", "--set", "data_source=wits0", "--set", f"wits0_port={port}",
                              "--set", "wits0_reconnect_max_s=0.5"], tmp_path)
     program.wait_for(f"ready: wits0 client reading the recorder at 127.0.0.1:{port}")
     program.wait_for(r"cannot reach the recorder at .*: Connection refused; trying again in 0\.5 s")

@@ -29,6 +29,7 @@ import logging
 import os
 import select
 import socket
+import sys
 import time
 from typing import Any, Sequence
 
@@ -53,7 +54,11 @@ PACKAGE_ETC = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.pa
 
 
 def default_map_path(name: str = "wits0-map.txt") -> str:
-    return os.path.join(PACKAGE_ETC, name)
+    """The shipped mapping file: etc/ beside the package in a checkout, or beside the
+    virtualenv in an installed release (opt/rigtel/<release>/{venv,etc})."""
+    candidates = [os.path.join(PACKAGE_ETC, name),
+                  os.path.join(os.path.dirname(os.path.abspath(sys.prefix)), "etc", name)]
+    return next((c for c in candidates if os.path.exists(c)), candidates[0])
 
 
 def is_loopback(host: str) -> bool:

@@ -171,6 +171,15 @@ def main(argv: Sequence[str]) -> int:
 
     cfg, stop = start_service("wits0-out", "Re-serve live and derived channels as WITS0 over TCP "
                                            "(loopback unless wits0_out_allow lists clients).", argv)
+    if not cfg.wits0_out_enabled:
+        log.info("ready: wits0-out is off (wits0_out_enabled = false); idle until stopped")
+        with Publisher("wits0-out", settings=cfg) as publisher:
+            heartbeat = Heartbeat(publisher, "wits0-out", cfg.bus_heartbeat_s, stats=lambda: {"enabled": False})
+            while not stop.is_set():
+                heartbeat.tick()
+                stop.wait(heartbeat.seconds_to_next() + 0.01)
+        log.info("stopped%s", f" ({stop.signal_name})" if stop.signal_name else "")
+        return 0
     path = cfg.wits0_out_map or default_map_path("wits0-out-map.txt")
     try:
         site = load_site_map(path)
@@ -197,8 +206,6 @@ def main(argv: Sequence[str]) -> int:
         bound = listener.getsockname()
         log.info("ready: wits0-out serving %d channels on %s:%d every %g s (mapping %s)",
                  len(site.channels()), bound[0], bound[1], cfg.wits0_out_interval_s, path)
-    else:
-        log.info("ready: wits0-out is off (wits0_out_enabled = false); idle until stopped")
     with Publisher("wits0-out", settings=cfg) as publisher:
         server = Wits0Out(cfg, site, publisher, stop.event, listener)
         try:

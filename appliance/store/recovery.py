@@ -43,7 +43,9 @@ PENDING, RECOVERED, LOST = "pending", "recovered", "lost"
 CHUNK = 2000  # messages asked for at once
 FETCH_TIMEOUT_S = 5.0
 ANNOUNCE_WAITS = 3  # heartbeats without an announcement: the source does not spool
-TAIL_AFTER = 2  # announcements a stream's announced end must be old before its tail is fetched
+RECOVERED_KEPT = 100  # fetched ranges remembered per stream, to refuse a late live copy
+TAIL_AFTER = 2
+REORDER_S = 2.0  # a non-spooling source's gap is recorded lost this long after it showed  # announcements a stream's announced end must be old before its tail is fetched
 ALERT_EVERY_S = 60.0  # at most one data-gap alert per source and topic this often
 ALERT_TOPICS = ("drilling", "derived")  # losses raise an alert even from non-spooling sources
 LOOPBACK = re.compile(r"^tcp://(127\.0\.0\.1|\[::1\]):\d{1,5}$")
@@ -182,8 +184,12 @@ class Recovery:
         self.pending: list[GapRecord] = []
         # (src, boot, topic, first seq) -> the pending gap starting there
         self.fronts: dict[tuple[str, str, str, int], GapRecord] = {}
+        # streams with gaps being fetched or fetched lately, and the ranges fetched (newest
+        # RECOVERED_KEPT), so a live message that comes after its copy was fetched is not stored twice
+        self.active: set[tuple[str, str, str]] = set()
+        self.recovered_seqs: dict[tuple[str, str, str], collections.deque] = {}
         self.alert_due: dict[tuple[str, str], list] = {}  # (src, topic) -> [next allowed, lost, ranges]
-        self.stats = collections.Counter(recovered=0, lost=0, fetches=0, timeouts=0)
+        self.stats = collections.Counter(recovered=0, lost=0, fetches=0, timeouts=0, duplicates=0)
         for record in pending or []:
             record.deadline = self.started + wait_s
             self._track(record)
@@ -248,17 +254,47 @@ class Recovery:
         return record
 
     def _track(self, record: GapRecord) -> None:
+        self.active.add((record.src, record.boot, record.topic))
         self.pending.append(record)
         self.fronts[(record.src, record.boot, record.topic, record.first_seq)] = record
 
-    def fill(self, src: str, boot: str, topic: str, seq: int) -> GapRecord | None:
-        """A message that came late (reordered on the way) at the front of a pending gap:
-        the gap shrinks and the message is stored like any; returns the changed record."""
-        record = self.fronts.get((src, boot, topic, seq))
-        if record is None or record.state != PENDING or record.first_seq != seq:
+    def claim(self, src: str, boot: str, topic: str, seq: int) -> tuple[str, list[GapRecord]] | None:
+        """A live message of a stream with recovery going on. Live messages can come late,
+        behind a gap already being fetched (a publisher's queue flushed after a broker
+        restart): one inside a pending gap is stored and cut out of the gap ("filled", with
+        the changed records); one already fetched is a duplicate ("duplicate"); None when
+        recovery has nothing to do with it."""
+        key = (src, boot, topic)
+        if key not in self.active:
             return None
-        self._advance(record, seq + 1)
-        return record
+        for a, b in self.recovered_seqs.get(key, ()):
+            if a <= seq <= b:
+                self.stats["duplicates"] += 1
+                return "duplicate", []
+        record = self.fronts.get((*key, seq))
+        if record is None:
+            record = next((r for r in self.pending if (r.src, r.boot, r.topic) == key
+                           and r.state == PENDING and r.first_seq <= seq <= r.last_seq), None)
+        if record is None or record.state != PENDING:
+            return None
+        if seq == record.first_seq:
+            self._advance(record, seq + 1)
+            return "filled", [record]
+        # inside: the record keeps what is before, a new one takes what is after
+        after = GapRecord(src, boot, topic, seq + 1, record.last_seq, record.detected_ms,
+                          deadline=record.deadline)
+        record.last_seq = seq - 1
+        changed = [record]
+        if not after.empty:
+            self._track(after)
+            changed.append(after)
+        return "filled", changed
+
+    def is_pending(self, src: str, boot: str, topic: str, seq: int) -> bool:
+        key = (src, boot, topic)
+        return key in self.active and any(
+            (r.src, r.boot, r.topic) == key and r.state == PENDING and r.first_seq <= seq <= r.last_seq
+            for r in self.pending)
 
     def _advance(self, record: GapRecord, first: int) -> None:
         """Move a pending gap's front (what is before it is stored or recorded lost)."""
@@ -309,14 +345,14 @@ class Recovery:
             if record.asking or record.empty or record.state != PENDING:
                 continue
             spools = self._spools(record.src, now)
-            if spools is False:
+            if spools is False and now - (record.deadline - self.wait_s) >= REORDER_S:
                 why = "the source keeps no spool"
             elif now > record.deadline:
                 why = f"its spool did not answer within spool_recovery_wait_s ({self.wait_s:g} s)"
             else:
                 if spools:
                     self._ask(record)
-                continue
+                continue  # (a non-spooling source's gap waits REORDER_S for late messages)
             self._lose(record, record.first_seq, record.last_seq, why, out)
         if any(r.state != PENDING or r.empty for r in self.pending):
             self.pending = [r for r in self.pending if r.state == PENDING and not r.empty]
@@ -394,6 +430,12 @@ class Recovery:
             row.resolved_ms = now_ms()
         if row not in out.records:
             out.records.append(row)
+        ranges = self.recovered_seqs.setdefault((record.src, record.boot, record.topic),
+                                                collections.deque(maxlen=RECOVERED_KEPT))
+        if ranges and ranges[-1][1] == seq - 1:
+            ranges[-1][1] = seq
+        else:
+            ranges.append([seq, seq])
         self._advance(record, seq + 1)
 
     def _alert(self, key: tuple[str, str], due: list) -> dict[str, Any]:

@@ -72,7 +72,7 @@ class Saver(DataSubscriber):
                 "alerts": t.alerts, "thresholds": t.thresholds, "dead_letters": t.dead_letters, "gaps": t.gaps,
                 "pending_frames": self.pending_frames, "last_commit_ms": self.last_commit_ms,
                 "recovered": r.stats["recovered"], "lost": r.stats["lost"],
-                "pending_gaps": len(r.pending), "spools": len(r.endpoints)}
+                "pending_gaps": len(r.pending), "spools": len(r.endpoints), "duplicates": r.stats["duplicates"]}
 
     # -- collecting -----------------------------------------------------------------------
 
@@ -89,6 +89,13 @@ class Saver(DataSubscriber):
             if env.topic == ANNOUNCE_TOPIC:
                 self._add_gaps(self.recovery.on_announcement(env, self._last_seen))
             return
+        if self.recovery.active:
+            claimed = self.recovery.claim(env.src, env.boot, env.topic, env.seq)
+            if claimed is not None:
+                verdict, changed = claimed
+                if verdict == "duplicate":  # its copy was fetched from the spool and is stored
+                    return
+                self._add_gaps(changed)
         self._pending(len(env.frames))
         self.batch.envelopes.append(env)
         if self.pending_frames >= self.batch_frames and time.monotonic() >= self.retry_at:
@@ -135,10 +142,8 @@ class Saver(DataSubscriber):
     def on_late(self, env: Envelope) -> bool:
         if env.topic.startswith(SKIP_PREFIX):
             return False
-        filled = self.recovery.fill(env.src, env.boot, env.topic, env.seq)
-        if filled is not None:  # it arrived late, but it is the next one a gap waits for
-            self._add_gaps([filled])
-            return True
+        if self.recovery.is_pending(env.src, env.boot, env.topic, env.seq):
+            return True  # late, but a gap waits for it: on_envelope stores it
         last = self.tracker.last.get((env.src, env.boot, env.topic))
         self._pending(0)
         self.batch.refused.append((now_ms(), env.topic, env.src, env.seq,

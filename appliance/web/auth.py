@@ -388,6 +388,7 @@ def install(app: Flask) -> HTTPBasicAuth:
         g.flask_httpauth_user = user
         role = request_role()
         if not basic.authorize(role, user, auth):
+            g.rigtel_refused = True
             audit("forbidden", user.name, request.remote_addr, method=request.method, path=request.path[:200])
             return error(403, f"{user.name} is a {user.role}: this needs the {role} role")
         return None
@@ -395,7 +396,7 @@ def install(app: Flask) -> HTTPBasicAuth:
     @app.after_request
     def audit_changes(response: Response) -> Response:
         user = g.get("flask_httpauth_user")
-        if user is not None and request.method not in SAFE_METHODS:
+        if user is not None and request.method not in SAFE_METHODS and not g.get("rigtel_refused"):
             role = request_role()
             audit("admin_action" if role == "admin" else "change", user.name, request.remote_addr,
                   method=request.method, path=request.path[:200], status=response.status_code)
