@@ -116,9 +116,9 @@ def test_lifecycle_through_the_bus_into_the_saver(appliance, tmp_path, web_login
         # shelved by an admin for a minute of data time: silent while shelved, back after
         feed.send(20, GASA=8.0)
         wait_for("raised again", lambda: states("threshold.GASA.h")[-1:] == ["active_unack"], 60)
-        r = web_login.client(app, "admin").post("/api/alerts/threshold.GASA.h/shelve",
-                                                json={"minutes": 1, "reason": "gas sensor swap"})
-        assert r.status_code == 202 and r.json["state"] == "shelved"
+        admin = web_login.client(app, "admin")  # shelving is for admins (a viewer is refused below)
+        r = admin.post("/api/alerts/threshold.GASA.h/shelve", json={"minutes": 1, "reason": "gas sensor swap"})
+        assert r.status_code == 202 and r.json["state"] == "shelved", r.json
         wait_for("the shelve stored", lambda: states("threshold.GASA.h")[-1:] == ["shelved"], 60)
         time.sleep(0.5)  # let the shelve reach the predictor before more data
         feed.send(30, GASA=8.0)
@@ -128,6 +128,9 @@ def test_lifecycle_through_the_bus_into_the_saver(appliance, tmp_path, web_login
         assert back["action"] == "unshelve" and back["src"] == "rig-1.predictor"
         shelved = [a for a in alerts_in_db(db) if a["id"] == "threshold.GASA.h" and a["state"] == "shelved"]
         assert shelved[0]["reason"] == "gas sensor swap" and shelved[0]["minutes"] == 1
+        assert shelved[0]["by"] == "admin"
+        assert web.post("/api/alerts/threshold.GASA.h/shelve",
+                           json={"minutes": 1, "reason": "x"}).status_code == 403  # shelving is for admins
 
         # suppression: a low pressure limit means nothing with the pumps off
         pub.publish("control.thresholds", {"channel": "SPPA", "l": 1000.0, "by": "admin"})

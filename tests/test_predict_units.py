@@ -271,6 +271,35 @@ def test_stick_slip_from_torque_and_speed_swinging():
     assert "stick_slip" in first and "packoff" not in first
 
 
+def test_a_pick_up_weight_learned_on_a_short_string_is_not_held_against_the_full_string():
+    """A trip out ends near surface with the string light (~72 klbf); after tripping back in
+    and drilling, the next trip out starts with the full string (~211 klbf). That is no
+    overpull: the free pick-up weight is relearned on this string. An overpull on it later
+    still is one."""
+    def pulling(bit: float, hook: float) -> dict[str, float]:
+        return {"DBTM": round(bit, 2), "DMEA": 5600.0, "HKLA": hook, "RPMA": 0.0, "MFIA": 0.0, "SPPA": 0.0}
+
+    frames = []
+    bit = 1100.0
+    for k in range(90):  # the end of a trip out: a short string, pulled at 1.2 ft/s
+        bit -= 1.2
+        frames.append(pulling(bit, 72.0 + 0.3 * ((k * 7) % 5 - 2)))
+    for k in range(1500):  # tripping back in at 3 ft/s
+        bit += 3.0
+        frames.append(pulling(bit, 160.0 + 0.3 * ((k * 7) % 5 - 2)))
+    start = len(frames)
+    for k in range(240):  # the next trip out: the full string, getting lighter as it comes up
+        bit -= 1.2
+        over = 40.0 if k >= 180 else 0.0  # then the string packs off
+        frames.append(pulling(bit, 211.0 - 0.012 * 1.2 * k + over + 0.3 * ((k * 7) % 5 - 2)))
+    _, res = run(frames)
+    assert res[start + 5].state == "tripping_out"
+    first = raised(res)
+    assert "packoff" in first and first["packoff"] >= start + 180, first
+    event = next(a for r in res for a in r.alerts if a["id"] == "packoff")
+    assert "overpull" in event["message"] and 35.0 <= event["evidence"]["overpull_klbf"] <= 45.0
+
+
 # -- sensors ----------------------------------------------------------------------------------
 
 def test_flatline_dropout_spike_and_range():
@@ -300,6 +329,31 @@ def test_a_spike_never_reaches_the_detectors():
     p, res = run(frames)
     assert raised(res) == {}
     assert p.guard.spike_count("MFOA", 300) == 1 and p.guard.spike_count("TVA", 300) == 1
+
+
+def test_torque_stepping_up_when_rotation_starts_is_no_spike():
+    """Circulating off bottom after a trip in the torque reads a steady zero; rotation
+    starts and it steps to ~4.5 kft.lbf and scatters by a few tenths. The step stays (no
+    spike), and the scatter after it is the channel's new normal, not a run of spikes (the
+    simulator's own series, which raised "3 single-sample spikes in 5 min"). Real spikes on
+    the turning string are still caught."""
+    import random
+
+    turning = [4.31, 4.32, 4.85, 4.61, 4.94, 4.81, 4.84, 4.52, 5.08, 5.24, 5.02, 5.03, 4.95, 4.78, 5.01,
+               4.68, 4.32, 4.84, 4.95, 4.73, 4.88, 4.71, 4.97, 4.78, 4.99, 4.85, 4.94, 5.24, 4.47, 4.81]
+    rng = random.Random(7)
+    turning += [round(4.85 + 0.2 * rng.gauss(0, 1), 2) for _ in range(570)]
+    frames = [dict(drilling(k), TQA=0.0, RPMA=0.0) for k in range(300)]
+    frames += [dict(drilling(k), TQA=tq, RPMA=40.0) for k, tq in enumerate(turning, start=300)]
+    p, res = run(frames)
+    assert p.guard.spike_count("TQA", 600) == 0
+    assert not any(a["id"] == "sensor.spike.TQA" for r in res for a in r.alerts)
+    more = [dict(drilling(k), TQA=round(4.85 + 0.2 * rng.gauss(0, 1), 2), RPMA=40.0) for k in range(900, 1100)]
+    for k in (1000, 1030, 1060):  # three real spikes, one sample each
+        more[k - 900]["TQA"] += 25.0
+    _, res2 = run(more, p, start=900)
+    assert "sensor.spike.TQA" in raised(res2, 900)
+    assert p.guard.spike_count("TQA", 300) == 3
 
 
 def test_a_channel_at_rest_is_not_a_flatline():
@@ -471,3 +525,14 @@ def test_late_frames_refresh_values_and_a_rewind_starts_over():
     r = p.step(T0 - 3_600_000, drilling(0))  # a replay from an hour earlier
     assert p.counts["rewinds"] == 1 and p.counts["late"] == 1
     assert r.state == "rotary_drilling" and p.last_ms == T0 - 3_600_000
+
+
+def test_limits_apply_to_derived_channels():
+    def gain(k, f):
+        f["TVA"] += min(4.0, (k - 600) * 0.05)  # 4 bbl over 80 s: under the kick detector's 5 bbl
+        return f
+
+    p = Predictor(thresholds={"PITDEV": {"h": 2.0}})
+    _, res = run(steady_then(600, 200, gain), p)
+    first = raised(res)
+    assert "threshold.PITDEV.h" in first and 600 < first["threshold.PITDEV.h"] < 700

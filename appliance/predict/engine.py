@@ -144,7 +144,9 @@ class Predictor:
         conditions += h_conds
         conditions += self.dysfunction.update(inputs, means, derived, self.book)
         conditions += self.anomaly.update(t, inputs, means, pumps_quiet, self.book)
-        conditions += self.limits.conditions(means, pumps_quiet, p.threshold_off_delay_s, p.threshold_on_delay_s)
+        # limits apply to derived channels too: a PITDEV high limit is the classic pit alarm
+        judged = {**means, **derived, **slow}
+        conditions += self.limits.conditions(judged, pumps_quiet, p.threshold_off_delay_s, p.threshold_on_delay_s)
         if self.hydraulics.packoff_signs:
             self.packoff_seen_s = t
         # pressure surges of a pack-off are not a broken gauge, for as long as they are counted

@@ -12,8 +12,11 @@ allowed to learn from a deviation, and its current value a fast one (15 s):
 - pack-off: cuttings packing around the string choke the annulus and grip the pipe. Signs:
   c above its norm by `packoff_rise_pct` %; torque scatter (30 s) `packoff_torque_ratio`
   times its norm while drilling; two or more pressure spikes in five minutes; an overpull
-  — hookload on a pick-up (bit moving up, string not turning) above the usual pick-up
-  weight by `overpull_klbf`. Pack-off when the pressure rise comes with erratic torque or
+  — hookload on a pick-up (bit moving up, string not turning) above the free pick-up
+  weight by `overpull_klbf`. The free pick-up weight is learned on this string: afresh
+  (over the first 20 s of free pick-up) when the bit is more than a stand away from where
+  it was last learned, so a weight learned on a short string at the end of one trip is
+  never held against the full string at the start of the next. Pack-off when the pressure rise comes with erratic torque or
   spikes, when erratic torque comes with spikes, or on an overpull.
 """
 
@@ -33,6 +36,8 @@ STEADY_S = 60.0
 TORQUE_WINDOW_S = 30.0
 TORQUE_NORM_TAU_S = 1800.0
 PICKUP_TAU_S = 120.0  # of pick-up time: a few connections' worth
+PICKUP_LEARN_S = 20.0  # of free pick-up learned before an overpull is judged
+PICKUP_SPAN_FT = 150.0  # a pick-up weight learned further than this (over a stand) away no longer applies
 MIN_TORQUE_STD = 0.5  # kft.lbf
 SPIKES_WINDOW_S = 300.0
 
@@ -47,6 +52,7 @@ class HydraulicsWatch:
         self.torque_norm = Ewma(TORQUE_NORM_TAU_S)
         self.pickup_norm = Ewma(PICKUP_TAU_S)
         self.pickup_s = 0.0
+        self.pickup_bit_ft: float | None = None  # bit depth where the pick-up weight was last learned
         self.packoff_signs = False
 
     def update(self, inp: Inputs, v: dict[str, float], dt_s: float, flow: Any, guard: Any
@@ -92,13 +98,22 @@ class HydraulicsWatch:
         overpull = None
         over_klbf = None
         if hook is not None and inp.state == "tripping_out":
+            bit = v.get("DBTM")
+            # the free pick-up weight is the string's weight (plus drag): it belongs to the
+            # string length it was learned on. Learned at another depth (the end of the last
+            # trip out, a shorter string) it says nothing about this one: learn it afresh.
+            # Along a trip it follows the string getting lighter stand by stand.
+            if bit is None or self.pickup_bit_ft is None or abs(bit - self.pickup_bit_ft) > PICKUP_SPAN_FT:
+                self.pickup_norm = Ewma(PICKUP_TAU_S)
+                self.pickup_s = 0.0
             norm = self.pickup_norm.value
-            if norm is not None and self.pickup_s >= 20.0:
+            if norm is not None and self.pickup_s >= PICKUP_LEARN_S:
                 over_klbf = hook - norm
                 overpull = over_klbf >= p.overpull_klbf
             if not overpull:
                 self.pickup_norm.update(hook, dt_s)
                 self.pickup_s += dt_s
+            self.pickup_bit_ft = bit  # an overpull keeps the weight it is judged against
 
         rise = change_pct is not None and change_pct >= p.packoff_rise_pct
         packoff = (rise and (bool(erratic) or spikes >= 2)) or (bool(erratic) and spikes >= 2) or bool(overpull)

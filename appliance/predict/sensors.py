@@ -3,8 +3,10 @@
 `SensorGuard.clean(t_s, values)` returns the values the detectors may trust: a value
 outside the catalogue's plausible range is dropped; a sudden jump is held back one sample
 and dropped if the next sample comes back (a spike) — a jump that stays is a real step
-and passes one sample late; a channel frozen on one non-zero value for a few seconds after
-moving all along is left out while suspect. Detectors therefore see a missing channel rather
+and passes one sample late, the channel's scatter learned afresh after it (a torque at
+rest reads a steady zero, turning it scatters); a spike counts only when it comes back,
+the next sample undoing most of the jump. A channel frozen on one non-zero value for a
+few seconds after moving all along is left out while suspect. Detectors therefore see a missing channel rather
 than a wrong one, and use a substitute where they have one.
 
 `conditions(t_s)` reports the sensor-fault alarms. A channel that never arrived is never
@@ -26,6 +28,7 @@ from appliance.predict.params import PUMP_CHANNELS, PredictorParams
 STATIC_CHANNELS = frozenset({"DBTM", "DMEA", "BPOS", "SPM3", "MDIA", "ROPA"})
 SPIKE_K = 12.0  # a jump this many times the channel's typical sample-to-sample change ...
 SPIKE_FLOOR_FRACTION = 0.002  # ... and at least this fraction of its plausible range
+SPIKE_RETURN = 0.5  # the sample after a spike is back within this fraction of the jump
 WARMUP_SAMPLES = 10
 SUSPECT_SAMPLES = 5
 SUSPECT_S = 3.0
@@ -38,7 +41,7 @@ RANGE_SLACK = 0.001  # of the plausible span: this close outside is read as the 
 class ChannelState:
     __slots__ = ("first_s", "last_s", "seen", "last_raw", "run_start_s", "run_len", "change_rate",
                  "moving_before", "accepted", "masd", "candidate", "spikes", "range_s", "range_value",
-                 "floor", "rest", "judged")
+                 "floor", "rest", "judged", "learn_until")
 
     def __init__(self, t_s: float, floor: float) -> None:
         self.first_s = self.last_s = t_s
@@ -57,6 +60,7 @@ class ChannelState:
         self.floor = floor
         self.rest = floor / 10  # closer to zero than this: at rest (a torque of 0.001 is no torque)
         self.judged = floor > 0  # catalogue channels; an integrator's own are only watched for dropouts
+        self.learn_until = WARMUP_SAMPLES  # up to this many samples seen, the scatter is being learned
 
 
 class SensorGuard:
@@ -103,7 +107,7 @@ class SensorGuard:
                 continue  # suspect: frozen after moving
             # spikes
             prev = st.accepted
-            if prev is None or st.seen <= WARMUP_SAMPLES:
+            if prev is None or st.seen <= st.learn_until:
                 if prev is not None:
                     st.masd += (abs(x - prev) - st.masd) * 0.2
                 st.accepted = x
@@ -113,10 +117,21 @@ class SensorGuard:
             cand = st.candidate
             if cand is not None:
                 st.candidate = None
-                if abs(x - prev) <= limit:  # came back: the held sample was a spike
-                    st.spikes.append(t_s)
-                else:  # it stayed: a step; pass it on
-                    prev = cand
+                if abs(x - prev) <= limit:  # no step: the held sample goes back out
+                    # a spike goes and comes back: only when the sample after it undoes most
+                    # of the jump; one that sits between the two, or past the start on the
+                    # other side, is the channel's own scatter
+                    if abs(x - prev) <= SPIKE_RETURN * abs(cand - prev):
+                        st.spikes.append(t_s)
+                else:  # it stayed: a step, which is no spike; pass it on. A step often
+                    # changes how the channel moves (a torque at rest reads a steady zero,
+                    # turning it scatters), so the scatter learned before it no longer
+                    # says what a jump is: learn it afresh, as after the first sample.
+                    st.masd = 0.0
+                    st.learn_until = st.seen + WARMUP_SAMPLES
+                    st.accepted = x
+                    out[name] = x
+                    continue
             elif abs(x - prev) > limit:
                 st.candidate = x
                 continue
