@@ -20,10 +20,11 @@ import math
 from typing import Any, NamedTuple
 
 from appliance.channels import BY_MNEMONIC, Channel
+from appliance.predict import alarms
 
 TOPIC = "control.thresholds"
 LIMITS = ("ll", "l", "h", "hh")  # in the order their values must rise
-PRIORITIES = ("low", "medium", "high", "critical")  # the predictor's alarm priorities (predict/alarms.py)
+PRIORITIES = tuple(reversed(alarms.PRIORITIES))  # the predictor's alarm priorities, lowest first
 FIELDS = ("channel", *LIMITS, "deadband", "priority", "by")
 MAX_BY = 200
 
