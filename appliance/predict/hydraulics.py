@@ -1,23 +1,24 @@
 """Washout and pack-off / stuck pipe: the standpipe pressure for the flow, torque, pick-ups.
 
-The pressure the pumps need grows with the square of the flow and with the mud weight,
-so while the pumps run steadily c = SPP / (Q² · MW) stays put from minute to minute
-(drifting slowly as the hole deepens). Its norm is a slow average (an hour) that is not
-allowed to learn from a deviation, and its current value a fast one (15 s):
+The pressure the pumps need follows the flow (∝ Q^n, n ≈ 1.8–2) and the mud weight; the
+expected pressure and one-sided CUSUMs on the deviation from it are in
+appliance.predict.pressure:
 
-- washout: c below its norm by `washout_drop_pct` % at steady flow — a hole in the string
-  or a lost nozzle lets the mud past with less pressure. Needs SPPA and flow in (MFIA or
-  strokes); MDIA is used when sent. Not judged while a kick or loss is suspected (both
-  lower the pressure too).
+- washout: the pressure adding up below the expected by more than `washout_drop_pct` %
+  (the washout CUSUM reaching `pressure_alarm_pct_s`) at steady pumping — a hole in the
+  string or a lost nozzle lets the mud past with less pressure. Needs SPPA and flow in
+  (MFIA or strokes); MDIA is used when sent. Not judged while a kick or loss is suspected
+  (both lower the pressure too).
 - pack-off: cuttings packing around the string choke the annulus and grip the pipe. Signs:
-  c above its norm by `packoff_rise_pct` %; torque scatter (30 s) `packoff_torque_ratio`
-  times its norm while drilling; two or more pressure spikes in five minutes; an overpull
-  — hookload on a pick-up (bit moving up, string not turning) above the free pick-up
-  weight by `overpull_klbf`. The free pick-up weight is learned on this string: afresh
-  (over the first 20 s of free pick-up) when the bit is more than a stand away from where
-  it was last learned, so a weight learned on a short string at the end of one trip is
-  never held against the full string at the start of the next. Pack-off when the pressure rise comes with erratic torque or
-  spikes, when erratic torque comes with spikes, or on an overpull.
+  the pressure adding up above the expected by more than `packoff_rise_pct` %; torque
+  scatter (30 s) `packoff_torque_ratio` times its norm while drilling; two or more pressure
+  spikes in five minutes; an overpull — hookload on a pick-up (bit moving up, string not
+  turning) above the free pick-up weight by `overpull_klbf`. The free pick-up weight is
+  learned on this string: afresh (over the first 20 s of free pick-up) when the bit is more
+  than a stand away from where it was last learned, so a weight learned on a short string at
+  the end of one trip is never held against the full string at the start of the next.
+  Pack-off when the pressure rise comes with erratic torque or spikes, when erratic torque
+  comes with spikes, or on an overpull.
 """
 
 from __future__ import annotations
@@ -27,11 +28,9 @@ from typing import Any
 from appliance.predict.alarms import Condition
 from appliance.predict.derive import Inputs
 from appliance.predict.params import PredictorParams
+from appliance.predict.pressure import PressureModel
 from appliance.predict.signals import Ewma, TimeWindow
 
-FAST_TAU_S = 15.0
-NORM_TAU_S = 3600.0
-NORM_WARMUP_S = 600.0
 STEADY_S = 60.0
 TORQUE_WINDOW_S = 30.0
 TORQUE_NORM_TAU_S = 1800.0
@@ -45,9 +44,7 @@ SPIKES_WINDOW_S = 300.0
 class HydraulicsWatch:
     def __init__(self, params: PredictorParams) -> None:
         self.params = params
-        self.fast = Ewma(FAST_TAU_S)
-        self.norm = Ewma(NORM_TAU_S)
-        self.norm_s = 0.0
+        self.pressure = PressureModel(params.washout_drop_pct, params.packoff_rise_pct, params.pressure_alarm_pct_s)
         self.torque = TimeWindow(TORQUE_WINDOW_S)
         self.torque_norm = Ewma(TORQUE_NORM_TAU_S)
         self.pickup_norm = Ewma(PICKUP_TAU_S)
@@ -62,20 +59,9 @@ class HydraulicsWatch:
         mw = v.get("MDIA", 10.0)
         steady = (spp is not None and q is not None and inp.pumps_on and not flow.transient
                   and flow.steady_s >= STEADY_S)
-        ratio = None
-        if steady:
-            c = spp / (q * q * max(mw, 1.0))
-            fast = self.fast.update(c, dt_s)
-            if self.norm.value is not None:
-                ratio = fast / self.norm.value
-            limit = min(p.washout_drop_pct, p.packoff_rise_pct) / 200.0
-            if ratio is None or abs(ratio - 1.0) < limit:  # a deviation is not learned
-                self.norm.update(fast, dt_s)
-                self.norm_s += dt_s
-        else:
-            self.fast.value = None  # start afresh after the next pump change settles
-        warm = self.norm_s >= NORM_WARMUP_S
-        change_pct = (ratio - 1.0) * 100.0 if ratio is not None and warm else None
+        ps = self.pressure.update(spp, q, mw, v.get("DBTM"), steady, bool(flow.hold), dt_s)
+        change_pct = ps.residual_pct
+        alarm = self.pressure.h
 
         # torque scatter while drilling with the string turning
         tq = v.get("TQA")
@@ -115,15 +101,20 @@ class HydraulicsWatch:
                 self.pickup_s += dt_s
             self.pickup_bit_ft = bit  # an overpull keeps the weight it is judged against
 
-        rise = change_pct is not None and change_pct >= p.packoff_rise_pct
+        rise = ps.known and ps.high >= alarm
         packoff = (rise and (bool(erratic) or spikes >= 2)) or (bool(erratic) and spikes >= 2) or bool(overpull)
         self.packoff_signs = rise or bool(erratic) or bool(overpull)  # besides spikes: explains them
         explained = "kick or loss suspected" if flow.hold else None
-        washout = change_pct is not None and -change_pct >= p.washout_drop_pct and steady
+        washout = ps.known and ps.low >= alarm
         evidence = {
-            "spp_psi": spp, "flow_in_gpm": round(q, 1) if q is not None else None, "flow_in_from": inp.flow_in_from,
+            "spp_psi": round(spp, 1) if spp is not None else None,
+            "expected_spp_psi": round(ps.expected_psi, 1) if ps.expected_psi is not None else None,
+            "flow_in_gpm": round(q, 1) if q is not None else None, "flow_in_from": inp.flow_in_from,
             "mud_weight_ppg": mw if "MDIA" in v else None,
-            "spp_vs_norm_pct": round(change_pct, 2) if change_pct is not None else None,
+            "spp_vs_expected_pct": round(change_pct, 2) if change_pct is not None else None,
+            "flow_exponent": round(ps.exponent, 3),
+            "washout_cusum_pct_s": round(ps.low, 1), "rise_cusum_pct_s": round(ps.high, 1),
+            "cusum_alarm_pct_s": alarm, "allowance_pct": round(ps.allowance_pct, 2),
             "rig_state": inp.state,
         }
         relied = [x for x in ("SPPA", inp.flow_in_from, "MDIA" if "MDIA" in v else None) if x]
@@ -134,16 +125,18 @@ class HydraulicsWatch:
                          "relied_on": relied + [x for x in ("TQA", "HKLA") if x in v]}
         signs = [s for s, on in (("pressure up for the flow", rise), ("erratic torque", erratic),
                                  (f"{spikes} pressure spikes", spikes >= 2), ("overpull on pick-up", overpull)) if on]
-        wash_known = warm and steady
-        pack_known = (warm and steady) or erratic is not None or overpull is not None
+        wash_known = ps.known
+        pack_known = ps.known or erratic is not None or overpull is not None
         slow: dict[str, float] = {}
         if change_pct is not None:
             slow["SPPDEV"] = round(change_pct, 2)
         return slow, [
             Condition("washout", "washout", washout if wash_known else None, "medium",
-                      f"Possible washout: standpipe pressure {change_pct:+.1f} % for the flow at steady pumping"
-                      if change_pct is not None else "Washout signs gone",
-                      {**evidence, "relied_on": relied}, suppressed=explained, on_delay_s=60.0, off_delay_s=300.0),
+                      f"Possible washout: standpipe pressure {change_pct:+.1f} % against the expected for the flow "
+                      f"({spp - ps.expected_psi:+.0f} psi) at steady pumping"
+                      if change_pct is not None and spp is not None and ps.expected_psi is not None
+                      else "Washout signs gone",
+                      {**evidence, "relied_on": relied}, suppressed=explained, on_delay_s=0.0, off_delay_s=300.0),
             Condition("packoff", "packoff", packoff if pack_known else None, "high",
                       "Pack-off / stuck pipe risk: " + (", ".join(signs) if signs else "signs gone"),
                       pack_evidence, on_delay_s=10.0, off_delay_s=120.0),

@@ -42,8 +42,9 @@ class PredictorParams:
     transfer_bbl_min: float = 4.0  # pit changing faster than this with no flow change: a mud transfer
     pit_baseline_tau_s: float = 1800.0  # the pit baseline relaxes towards the pit this slowly
     # -- washout and pack-off
-    washout_drop_pct: float = 5.0  # standpipe pressure for the flow below its norm by this much
-    packoff_rise_pct: float = 8.0  # standpipe pressure for the flow above its norm by this much
+    washout_drop_pct: float = 1.0  # standpipe pressure below the expected for the flow by more than this adds up (CUSUM k)
+    packoff_rise_pct: float = 1.0  # ... above it by more than this adds up towards "pressure up" (CUSUM k)
+    pressure_alarm_pct_s: float = 30.0  # ... and either alarms at this many %·s added up (CUSUM h)
     packoff_torque_ratio: float = 3.0  # torque scatter above its norm by this factor: erratic
     overpull_klbf: float = 25.0  # pick-up hookload above the normal pick-up weight by this
     # -- drilling dysfunction
