@@ -30,6 +30,7 @@ from __future__ import annotations
 import bisect
 import math
 import random
+import zlib
 from math import floor
 from collections import deque
 from typing import Iterable
@@ -58,8 +59,12 @@ PUMP_GAL_PER_STROKE = 4.2  # triplex, 6 in liners, 12 in stroke, 97 % efficient
 PUMPS_RUNNING = 2  # pump 3 is the standby
 PADDLE_FULL_SCALE_GPM = 1500.0
 FLOW_METER_CUTOFF_GPM = 3.0  # the flow-out meter reads zero below this, as real ones do
-SPP_BIT_PSI_PER_GPM2 = 0.0041  # bit nozzles and surface lines, for 10 ppg mud
-SPP_PIPE_PSI_PER_GPM2_FT = 3.6e-7  # friction inside the string and the annulus
+SPP_BIT_PSI_PER_GPM2 = 0.0041  # bit nozzles and surface lines, for 10 ppg mud: ∝ Q²
+# friction inside the string and the annulus: turbulent, ∝ Q^1.75 (Blasius friction factor,
+# Bourgoyne et al., Applied Drilling Engineering, ch. 4), so the whole standpipe pressure
+# goes with Q^~1.9 as on a real rig, not Q²; the same 2,500 psi at 650 gpm as before
+SPP_PIPE_FLOW_EXPONENT = 1.75
+SPP_PIPE_PSI_PER_GPM_FT = 3.6e-7 * 650.0 ** (2.0 - SPP_PIPE_FLOW_EXPONENT)
 SURFACE_TEMP_F = 75.0
 GEOTHERMAL_F_PER_FT = 0.016
 ROP_REF_FPH = 80.0  # at 25 klbf, 120 rpm, 10 kpsi rock
@@ -148,7 +153,9 @@ class RigModel:
     def __init__(self, seed: int = 1, start_depth_ft: float = 5000.0,
                  trip_every_ft: float = 0.0, events: Iterable[Event] = ()) -> None:
         self._rng = random.Random(seed)  # the driller's choices
-        self._event_rng = random.Random(seed ^ 0x5EED)  # spikes and pack-off erratics
+        self._seed = seed
+        self._event_rng = random.Random(seed ^ 0x5EED)  # pack-off erratics
+        self._fault_rng: dict[Event, random.Random] = {}  # each spiking sensor its own stream
         self._normals = np.random.Generator(np.random.PCG64(seed))
         self._z: list[list[float]] = []
         self._zi = 0
@@ -378,9 +385,13 @@ class RigModel:
                 if frozen is not None and ch in out:
                     out[ch] = frozen
             elif ev.kind == "spike":
-                if ch in out and self._event_rng.random() < min(0.5, dt / SPIKE_EVERY_S):
+                rng = self._fault_rng.get(ev)
+                if rng is None:  # two sensors failing do not spike at the same instants
+                    rng = self._fault_rng[ev] = random.Random(
+                        zlib.crc32(f"{self._seed}:{ev.kind}:{ch}:{ev.start_s}".encode()))
+                if ch in out and rng.random() < min(0.5, dt / SPIKE_EVERY_S):
                     c = BY_MNEMONIC[ch]
-                    jump = SPIKE_SCALE[ch] * self._event_rng.uniform(0.5, 1.0)
+                    jump = SPIKE_SCALE[ch] * rng.uniform(0.5, 1.0)
                     v = out[ch]
                     spiked = v + jump if v + jump <= c.high else v - jump
                     out[ch] = floor(min(max(spiked, c.low), c.high) * 100.0 + 0.5) / 100.0
@@ -455,9 +466,10 @@ class RigModel:
             pit += moved
         self.pit_bbl = pit
 
-        # pressures: nozzles plus friction growing with depth, both with the square of flow
+        # pressures: nozzles (∝ Q²) plus friction growing with depth (∝ Q^1.75)
         mud = self.mud_ppg
-        spp = q_in * q_in * (SPP_BIT_PSI_PER_GPM2 + SPP_PIPE_PSI_PER_GPM2_FT * bit) * (mud / 10.0)
+        spp = ((SPP_BIT_PSI_PER_GPM2 * q_in * q_in
+                + SPP_PIPE_PSI_PER_GPM_FT * bit * q_in ** SPP_PIPE_FLOW_EXPONENT) * (mud / 10.0)) if q_in > 0.0 else 0.0
         if kick or loss or wash or pack:
             spp *= (1.0 - 0.04 * kick) * (1.0 - 0.06 * loss) * (1.0 - WASHOUT_SPP_DROP * wash)
             if pack and q_in > 0.0:
