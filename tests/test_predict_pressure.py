@@ -166,3 +166,14 @@ def test_nothing_is_judged_before_the_warm_up():
     rig.pump(500, 650.0, factor=lambda t: 1.0 if t < 300 else 0.9)
     assert not any(s.known for _, s in rig.states)
     assert math.isclose(rig.m.low, 0.0)
+
+
+def test_a_reading_that_jumps_for_two_samples_cannot_raise_alone():
+    """A gauge glitch of +60 % on two consecutive samples passes the spike check as a step
+    and its return; clipped at 5 allowances, it adds 8 %·s, not 118."""
+    rig = Rig()
+    rig.pump(900, 650.0)
+    glitch = (rig.t + 1, rig.t + 2)
+    rig.pump(60, 650.0, factor=lambda t: 1.6 if t in glitch else 1.0)
+    assert rig.first("high") is None
+    assert max(s.high for _, s in rig.states) <= 2 * (5.0 - 1.0) * K + 1.0

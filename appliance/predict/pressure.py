@@ -32,7 +32,8 @@ so a noisy gauge needs a larger change. h (%·s) is how much deviation beyond k 
 up, which sets the delay: a step of d % is found after h / (d − k) s, a ramp of slope
 s (%/s) √(2h / s) after it passes k. The cap at 2h lets an
 alarm clear within h / k s of the pressure coming back instead of paying back everything
-a long washout added up. The sums hold through connections (pumps off or changing) and
+a long washout added up. Each second's residual is clipped to ±5k, so one or two odd
+readings (a glitch of +60 % the spike check took for a step) cannot add up to h alone. The sums hold through connections (pumps off or changing) and
 through the first RATE_LEARN_S at a new rate, so a drift that began before a connection is
 still counted after it; a deviation is never learned (the level learns only while r is
 within the allowance and both sums are below h / 2, n only then too).
@@ -59,6 +60,7 @@ RELEARN_FT = 300.0  # bit circulating this far from where the model last learned
 RELEARN_WARMUP_S = 120.0
 SCATTER_TAU_S = 600.0
 SCATTER_MIN_PCT = 0.2  # the residual's scatter is never taken as smaller than this
+CLIP_ALLOWANCES = 5.0  # a second's residual adds at most (5 − 1)·k to a sum: ≥ 8 s of it to alarm
 SMOOTH_S = 15.0  # SPPDEV and the evidence: the residual averaged over this
 
 
@@ -182,8 +184,12 @@ class PressureModel:
             self.low = self.high = 0.0
         else:
             cap = 2.0 * self.h
-            self.low = min(cap, max(0.0, self.low + (-r - k) * dt_s))
-            self.high = min(cap, max(0.0, self.high + (r - kh) * dt_s))
+            # a second's residual counts at most CLIP_ALLOWANCES allowances: a reading that
+            # jumps for a sample or two (a glitch the spike check passed as a step) cannot
+            # add up to an alarm alone; a real change still does, within h / (4k) s
+            rc = min(max(r, -CLIP_ALLOWANCES * k), CLIP_ALLOWANCES * kh)
+            self.low = min(cap, max(0.0, self.low + (-rc - k) * dt_s))
+            self.high = min(cap, max(0.0, self.high + (rc - kh) * dt_s))
             if self.low < self.h / 2 and self.high < self.h / 2:
                 # the scatter (mean absolute residual, ~0.8 σ for gauge noise) from every
                 # second not adding up, clipped so a single odd reading cannot inflate it
