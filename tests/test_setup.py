@@ -91,6 +91,55 @@ def test_someone_elses_supervisord_conf_is_left_alone(tmp_path: Path, capsys):
     assert theirs.read_text() == "[supervisord]\n" and "left alone" in capsys.readouterr().err
 
 
+def test_optional_programs_start_only_when_their_setting_is_on(tmp_path: Path):
+    """wits0-out is listed either way (supervisorctl status shows it) but starts only when on."""
+    def wits0_out(text: str) -> setup.Program:
+        return next(p for p in setup.programs(text) if p.name == "wits0-out")
+
+    off = render_supervisord_conf(TEMPLATE, Layout(Path("/p")), "/p/python")
+    assert not wits0_out(off).autostart and all(p.autostart for p in setup.programs(off) if p.name != "wits0-out")
+    on = render_supervisord_conf(TEMPLATE, Layout(Path("/p")), "/p/python",
+                                 settings=load({"wits0_out_enabled": "true"}, env={}, dotenv="",
+                                               config_file=str(_empty_ini(tmp_path))))
+    assert wits0_out(on).autostart
+    # the installer's half renders from the settings it has just written, and lists what starts
+    root = tmp_path / "p"
+    Layout(root).make_dirs()
+    release = root / "opt/rigtel/releases/x"
+    (release / "venv").mkdir(parents=True)
+    conf = root / "etc/rigtel/supervisord.conf"
+    for enabled in ("false", "true"):
+        assert _settings(root, f"wits0_out_enabled={enabled}") == 0
+        assert setup.main(["render", "--root", str(root), "--opt-current", str(root / "opt/rigtel/current"),
+                           "--release", str(release), "--template", str(REPO / "etc/supervisord.conf.in")]) == 0
+        assert wits0_out(conf.read_text()).autostart == (enabled == "true")
+
+
+def _empty_ini(tmp_path: Path) -> Path:
+    ini = tmp_path / "empty.ini"
+    ini.write_text("[appliance]\n")
+    return ini
+
+
+def test_programs_lists_what_starts_and_with_all_what_the_settings_leave_off(tmp_path: Path, capsys):
+    conf = tmp_path / "supervisord.conf"
+    conf.write_text(render_supervisord_conf(TEMPLATE, Layout(Path("/p")), "/p/python"))
+    assert setup.main(["programs", "--conf", str(conf)]) == 0
+    started = capsys.readouterr().out.split()
+    assert setup.main(["programs", "--conf", str(conf), "--all"]) == 0
+    everything = capsys.readouterr().out.split()
+    assert started[0] == "program-alerts" and "broker" in started and "wits0-out" not in started
+    assert set(everything) - set(started) == {"wits0-out"}
+
+
+def test_off_by_settings_explains_a_stopped_optional_program_only():
+    from appliance.ops.layout import off_by_settings
+
+    assert "wits0_out_enabled = false" in off_by_settings("wits0-out", "STOPPED", None)
+    assert off_by_settings("wits0-out", "FATAL", None) is None
+    assert off_by_settings("logger", "STOPPED", None) is None
+
+
 def test_prefix_mode_renders_no_user_and_no_chown():
     text = render_supervisord_conf(TEMPLATE, Layout(Path("/p")), "/p/python")
     assert "\nuser =" not in text and "chown" not in text

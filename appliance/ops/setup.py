@@ -6,7 +6,8 @@ the install while the running appliance is untouched.
                 an upgrade (comments and the site's other settings are kept); check the result
     render      supervisord.conf from the template, the pointer configs that let a bare
                 `supervisorctl status` find it, and the systemd unit
-    programs    the programs of the rendered supervisord.conf, in start order (for restarts)
+    programs    the programs the rendered supervisord.conf starts, in start order (for restarts;
+                --all adds those the settings leave off, such as wits0-out)
 
 The program list is the template's: whatever programs etc/supervisord.conf.in has, the
 installer installs, restarts and checks.
@@ -21,7 +22,7 @@ import re
 import sys
 import tempfile
 from pathlib import Path
-from typing import Sequence
+from typing import NamedTuple, Sequence
 
 from appliance.config import INI_SECTION, ConfigError, load, parse_assignments
 from appliance.ops.layout import Layout, render_supervisord_conf
@@ -129,16 +130,24 @@ def _keys(text: str) -> set[str]:
     return set(parser[INI_SECTION]) if parser.has_section(INI_SECTION) else set()
 
 
-def programs(conf_text: str) -> list[tuple[str, int, int]]:
-    """(name, priority, stopwaitsecs) of every program and event listener, in start order."""
+class Program(NamedTuple):
+    name: str
+    priority: int
+    stopwaitsecs: int
+    autostart: bool  # false: a program the settings leave off (layout.OPTIONAL_PROGRAMS)
+
+
+def programs(conf_text: str) -> list[Program]:
+    """Every program and event listener of a rendered supervisord.conf, in start order."""
     parser = configparser.ConfigParser(interpolation=None, strict=False)
     parser.read_string(conf_text)
     out = []
     for section in parser.sections():
         kind, _, name = section.partition(":")
         if kind in ("program", "eventlistener") and name:
-            out.append((name, parser.getint(section, "priority", fallback=999),
-                        parser.getint(section, "stopwaitsecs", fallback=10)))
+            out.append(Program(name, parser.getint(section, "priority", fallback=999),
+                               parser.getint(section, "stopwaitsecs", fallback=10),
+                               parser.getboolean(section, "autostart", fallback=True)))
     return sorted(out, key=lambda p: (p[1], p[0]))
 
 
@@ -194,7 +203,10 @@ def cmd_render(args: argparse.Namespace) -> int:
     opt_current = Path(args.opt_current)
     template = Path(args.template).read_text()
     python = str(opt_current / "venv/bin/python")
-    text = render_supervisord_conf(template, layout, python, user=args.user or None, group=args.group or None)
+    # the settings written just before (cmd_settings) decide which optional programs start
+    settings = load(config_file=str(layout.config_file), env={}, dotenv="") if layout.config_file.exists() else None
+    text = render_supervisord_conf(template, layout, python, user=args.user or None, group=args.group or None,
+                                   settings=settings)
     layout.supervisord_conf.write_text(text)
     os.chmod(layout.supervisord_conf, 0o640)
     pointer = pointer_conf(layout)
@@ -207,13 +219,17 @@ def cmd_render(args: argparse.Namespace) -> int:
         unit.parent.mkdir(parents=True, exist_ok=True)
         unit.write_text(systemd_unit(layout, opt_current, args.group, text))
         os.chmod(unit, 0o644)
-    print(f"install: {layout.supervisord_conf} rendered: " + ", ".join(p[0] for p in programs(text)))
+    listed = programs(text)
+    off = [p.name for p in listed if not p.autostart]
+    print(f"install: {layout.supervisord_conf} rendered: " + ", ".join(p.name for p in listed if p.autostart)
+          + (f" (off by the settings, listed as STOPPED: {', '.join(off)})" if off else ""))
     return 0
 
 
 def cmd_programs(args: argparse.Namespace) -> int:
-    for name, _, _ in programs(Path(args.conf).read_text()):
-        print(name)
+    for p in programs(Path(args.conf).read_text()):
+        if p.autostart or args.all:
+            print(p.name)
     return 0
 
 
@@ -236,8 +252,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     r.add_argument("--user", default="")
     r.add_argument("--group", default="")
     r.set_defaults(run=cmd_render)
-    p = sub.add_parser("programs", help="program names of a rendered supervisord.conf, in start order")
+    p = sub.add_parser("programs", help="names of the programs a rendered supervisord.conf starts, in start order")
     p.add_argument("--conf", required=True)
+    p.add_argument("--all", action="store_true", help="also the programs the settings leave off (autostart = false)")
     p.set_defaults(run=cmd_programs)
     args = parser.parse_args(argv)
     return args.run(args)

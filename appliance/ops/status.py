@@ -56,10 +56,13 @@ def check_programs(cfg: Config) -> list[Check]:
     if isinstance(states, str):
         return [Check("programs", FAIL, f"{states}: is supervisord running? "
                                         f"(systemctl status rigtel, or the installer's start command)")]
+    from appliance.ops.layout import off_by_settings
+
     out = []
     for p in states:
-        level = OK if p["state"] == "RUNNING" else FAIL
-        out.append(Check(f"program {p['name']}", level, f"{p['state']} {p['description']}".strip()))
+        off = off_by_settings(p["name"], p["state"], cfg)
+        level = OK if p["state"] == "RUNNING" or off else FAIL
+        out.append(Check(f"program {p['name']}", level, f"{p['state']} {off or p['description']}".strip()))
     return out
 
 
