@@ -11,7 +11,10 @@ from __future__ import annotations
 import string
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from appliance.config import Config
 
 PROGRAM_COMMON = """\
 autostart = {autostart}
@@ -71,7 +74,7 @@ class Layout:
             d.mkdir(parents=True, exist_ok=True)
 
 
-def program_enabled(name: str, settings: Any) -> bool:
+def program_enabled(name: str, settings: "Config | None") -> bool:
     """Whether a program is meant to run with these settings (a Config, or None: defaults)."""
     setting = OPTIONAL_PROGRAMS.get(name)
     if setting is None:
@@ -84,7 +87,7 @@ def program_enabled(name: str, settings: Any) -> bool:
     return bool(getattr(settings, setting))
 
 
-def off_by_settings(name: str, state: str, settings: Any) -> str | None:
+def off_by_settings(name: str, state: str, settings: "Config | None") -> str | None:
     """Why a STOPPED program is meant to be stopped (its setting is off), else None."""
     if state != "STOPPED" or program_enabled(name, settings):
         return None
@@ -93,7 +96,7 @@ def off_by_settings(name: str, state: str, settings: Any) -> str | None:
 
 def render_supervisord_conf(template: str, layout: Layout, python: str,
                             user: str | None = None, group: str | None = None,
-                            settings: Any = None) -> str:
+                            settings: "Config | None" = None) -> str:
     """Fill the supervisord template; `user`/`group` are set only in root mode. `settings`
     (the appliance's Config; None: the defaults) decides which OPTIONAL_PROGRAMS start."""
     user_line = f"\nuser = {user}" if user else ""
