@@ -174,18 +174,14 @@ class Install:
                 rows[parts[0]] = (parts[1], parts[2] if len(parts) > 2 else "")
         return rows
 
-    def programs(self, everything: bool = False) -> list[str]:
-        """The programs supervisord starts; with `everything`, also those the settings leave off."""
+    def programs(self) -> list[str]:
         out = subprocess.run([str(self.bin / "python"), "-m", "appliance.ops.setup", "programs",
-                              "--conf", str(self.conf), *(["--all"] if everything else [])],
-                             capture_output=True, text=True, check=True)
+                              "--conf", str(self.conf)], capture_output=True, text=True, check=True)
         return out.stdout.split()
 
     def all_running(self) -> bool:
-        """Every program that should run RUNNING, and those the settings leave off STOPPED."""
-        s, run = self.states(), set(self.programs())
-        return bool(s) and set(s) == set(self.programs(everything=True)) and all(
-            v[0] == ("RUNNING" if name in run else "STOPPED") for name, v in s.items())
+        s = self.states()
+        return bool(s) and set(s) == set(self.programs()) and all(v[0] == "RUNNING" for v in s.values())
 
     def pid(self, program: str) -> int:
         return int(re.search(r"pid (\d+)", self.states()[program][1]).group(1))
@@ -290,11 +286,11 @@ def test_offline_install_starts_every_program_within_15_s_and_passes_its_check(a
     assert appliance.timings["start_to_running_s"] <= 15, appliance.timings
     # every program of the template is there: nothing is listed twice in the installer
     template = (REPO / "etc/supervisord.conf.in").read_text()
-    assert set(appliance.programs(everything=True)) == set(
-        re.findall(r"^\[(?:program|eventlistener):([\w-]+)\]", template, re.M))
-    # ... and only what is configured runs: no WITS0 output set up, no wits0-out process
-    assert "wits0-out" not in appliance.programs() and appliance.states()["wits0-out"][0] == "STOPPED"
+    # ... but only what is configured runs: no WITS0 output set up, no wits0-out program
+    assert set(appliance.programs()) == set(
+        re.findall(r"^\[(?:program|eventlistener):([\w-]+)\]", template, re.M)) - {"wits0-out"}
     conf = appliance.conf.read_text()
+    assert "; [program:wits0-out] left out: off: wits0_out_enabled = false" in conf
     assert "startsecs = 3" in conf and "stopasgroup = true" in conf and "stdout_logfile_backups" in conf
     assert "inet_http_server" not in conf  # never a TCP control port
     for path in re.findall(r"(?:command = |_logfile = |file = )(\S+)", conf):
@@ -306,8 +302,7 @@ def test_supervisorctl_status_works_without_c(appliance: Install):
     run = subprocess.run([str(appliance.bin / "supervisorctl"), "status"], capture_output=True, text=True,
                          timeout=60, cwd="/")
     assert run.returncode == 0, run.stdout + run.stderr
-    assert {line.split()[0] for line in run.stdout.splitlines()} == set(appliance.programs(everything=True))
-    assert re.search(r"^wits0-out\s+STOPPED\s+Not started", run.stdout, re.M), run.stdout  # off, and says so
+    assert {line.split()[0] for line in run.stdout.splitlines()} == set(appliance.programs())
 
 
 def test_data_flows_into_the_database(appliance: Install):
@@ -403,9 +398,12 @@ def test_upgrade_in_place_keeps_data_settings_users_and_certificate(appliance: I
 
 
 def test_wits0_out_runs_once_enabled_by_the_installer_and_stops_when_disabled(appliance: Install):
-    """An optional program: rendered STOPPED while its setting is off; `--set` on a re-run of
-    the installer starts it (supervisorctl update), and turning it off stops it again."""
-    assert appliance.states()["wits0-out"][0] == "STOPPED"
+    """An optional program: left out while its setting is off (rigtel status says so);
+    `--set` on a re-run of the installer adds and starts it (supervisorctl update), and
+    turning it off removes it again."""
+    assert "wits0-out" not in appliance.states()
+    status = appliance.rigtel("status")
+    assert status.returncode == 0 and "off: wits0_out_enabled = false" in status.stdout, status.stdout
     rc, out = appliance.run_installer("--set", "wits0_out_enabled=true", join=True)
     assert rc == 0, out[-4000:]
     wait_until(lambda: "wits0-out" in appliance.programs() and appliance.all_running(), 60,
@@ -414,9 +412,9 @@ def test_wits0_out_runs_once_enabled_by_the_installer_and_stops_when_disabled(ap
                "wits0-out serving", lambda: (appliance.log_dir / "wits0-out.log").read_text()[-2000:])
     rc, out = appliance.run_installer("--set", "wits0_out_enabled=false", join=True)
     assert rc == 0, out[-4000:]
-    wait_until(lambda: "wits0-out" not in appliance.programs() and appliance.all_running(), 60,
-               "wits0-out STOPPED once disabled", lambda: appliance.states())
-    assert appliance.rigtel("status").returncode == 0  # off by the settings is healthy
+    wait_until(lambda: "wits0-out" not in appliance.states() and appliance.all_running(), 60,
+               "wits0-out gone once disabled", lambda: appliance.states())
+    assert appliance.rigtel("status").returncode == 0
 
 
 def test_uninstall_removes_code_and_keeps_data(appliance: Install):

@@ -140,7 +140,7 @@ def main(argv: Sequence[str]) -> int:
     supervisorctl = f"{Path(sys.executable).parent / 'supervisorctl'} -c {conf}"
     wits0_out = ", wits0-out" if cfg.wits0_out_enabled else ""
     wits0_off = "" if cfg.wits0_out_enabled else (
-        "\n             wits0-out is off (STOPPED): set wits0_out_enabled = true in the settings, then make run again")
+        "\n             (wits0-out is off: set wits0_out_enabled = true in the settings, then make run again)")
     print(f"""
 Drilling telemetry appliance, development prefix {layout.root}
   dashboard: https://{cfg.web_host}:{cfg.web_port}/   (self-signed certificate: the browser warns once;

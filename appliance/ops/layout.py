@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     from appliance.config import Config
 
 PROGRAM_COMMON = """\
-autostart = {autostart}
+autostart = true
 autorestart = true
 startsecs = 3
 startretries = 100
@@ -30,10 +30,12 @@ stdout_logfile_maxbytes = 10MB
 stdout_logfile_backups = 5
 environment = PYTHONUNBUFFERED="1"{user_line}"""
 
-# Programs that run only when a setting turns them on. When it is off they are rendered
-# with autostart = false: `supervisorctl status` still lists them (STOPPED, "Not started")
-# and no process holds memory for a feature the site does not use. Turning the setting on
-# and rendering again (the installer with --set, or `rigtel dev`) starts them.
+# Programs that run only when a setting turns them on. While it is off their section is left
+# out of the rendered supervisord.conf (a comment says so): no process holds memory for a
+# feature the site does not use, and `supervisorctl status` lists only what should run (a
+# STOPPED program there would make it exit 3 on a healthy appliance). `rigtel status` shows
+# them as off. Turning the setting on and rendering again (the installer with --set, then
+# `supervisorctl update`; or `rigtel dev`) adds and starts them.
 OPTIONAL_PROGRAMS: dict[str, str] = {"wits0-out": "wits0_out_enabled"}
 
 
@@ -87,18 +89,29 @@ def program_enabled(name: str, settings: "Config | None") -> bool:
     return bool(getattr(settings, setting))
 
 
-def off_by_settings(name: str, state: str, settings: "Config | None") -> str | None:
-    """Why a STOPPED program is meant to be stopped (its setting is off), else None."""
-    if state != "STOPPED" or program_enabled(name, settings):
-        return None
-    return f"off: {OPTIONAL_PROGRAMS[name]} = false (set it true and render again to run it)"
+def programs_off(settings: "Config | None") -> dict[str, str]:
+    """Optional programs these settings leave out: name -> why, as a technician reads it."""
+    return {name: f"off: {setting} = false (set it true and run the installer again to start it)"
+            for name, setting in OPTIONAL_PROGRAMS.items() if not program_enabled(name, settings)}
+
+
+def _leave_out(text: str, name: str, why: str) -> str:
+    """The rendered configuration without the section of program `name` (up to the next
+    section or the comment block before it), a comment in its place."""
+    lines = text.split("\n")
+    start = lines.index(f"[program:{name}]")
+    end = start + 1
+    while end < len(lines) and not lines[end].startswith("[") and not (
+            lines[end].startswith(";") and not lines[end - 1].strip()):
+        end += 1
+    return "\n".join(lines[:start] + [f"; [program:{name}] left out: {why}", ""] + lines[end:])
 
 
 def render_supervisord_conf(template: str, layout: Layout, python: str,
                             user: str | None = None, group: str | None = None,
                             settings: "Config | None" = None) -> str:
     """Fill the supervisord template; `user`/`group` are set only in root mode. `settings`
-    (the appliance's Config; None: the defaults) decides which OPTIONAL_PROGRAMS start."""
+    (the appliance's Config; None: the defaults) decides which OPTIONAL_PROGRAMS are in."""
     user_line = f"\nuser = {user}" if user else ""
     values = {
         "python": python,
@@ -107,11 +120,11 @@ def render_supervisord_conf(template: str, layout: Layout, python: str,
         "log_dir": str(layout.log_dir),
         "run_dir": str(layout.run_dir),
         "socket_owner_line": f"chown = root:{group}" if group else "",
-        "program_common": PROGRAM_COMMON.format(autostart="true", user_line=user_line),
+        "program_common": PROGRAM_COMMON.format(user_line=user_line),
         "user_line": user_line,
     }
-    for name in OPTIONAL_PROGRAMS:  # ${wits0_out_common}: program_common, autostart as configured
-        autostart = "true" if program_enabled(name, settings) else "false"
-        values[f"{name.replace('-', '_')}_common"] = PROGRAM_COMMON.format(autostart=autostart, user_line=user_line)
     # substitute() (not safe_substitute) so a misspelt placeholder fails loudly
-    return string.Template(template).substitute(values)
+    text = string.Template(template).substitute(values)
+    for name, why in programs_off(settings).items():
+        text = _leave_out(text, name, why)
+    return text

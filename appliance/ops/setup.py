@@ -6,11 +6,11 @@ the install while the running appliance is untouched.
                 an upgrade (comments and the site's other settings are kept); check the result
     render      supervisord.conf from the template, the pointer configs that let a bare
                 `supervisorctl status` find it, and the systemd unit
-    programs    the programs the rendered supervisord.conf starts, in start order (for restarts;
-                --all adds those the settings leave off, such as wits0-out)
+    programs    the programs of the rendered supervisord.conf, in start order (for restarts)
 
 The program list is the template's: whatever programs etc/supervisord.conf.in has, the
-installer installs, restarts and checks.
+installer installs, restarts and checks, except those the settings turn off
+(layout.OPTIONAL_PROGRAMS: wits0-out unless wits0_out_enabled).
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import NamedTuple, Sequence
 
 from appliance.config import INI_SECTION, ConfigError, load, parse_assignments
-from appliance.ops.layout import Layout, render_supervisord_conf
+from appliance.ops.layout import Layout, programs_off, render_supervisord_conf
 
 POINTER_MARK = "; written by the rigtel installer"
 SYSTEMD_UNIT = "rigtel.service"
@@ -134,7 +134,6 @@ class Program(NamedTuple):
     name: str
     priority: int
     stopwaitsecs: int
-    autostart: bool  # false: a program the settings leave off (layout.OPTIONAL_PROGRAMS)
 
 
 def programs(conf_text: str) -> list[Program]:
@@ -146,8 +145,7 @@ def programs(conf_text: str) -> list[Program]:
         kind, _, name = section.partition(":")
         if kind in ("program", "eventlistener") and name:
             out.append(Program(name, parser.getint(section, "priority", fallback=999),
-                               parser.getint(section, "stopwaitsecs", fallback=10),
-                               parser.getboolean(section, "autostart", fallback=True)))
+                               parser.getint(section, "stopwaitsecs", fallback=10)))
     return sorted(out, key=lambda p: (p[1], p[0]))
 
 
@@ -219,17 +217,15 @@ def cmd_render(args: argparse.Namespace) -> int:
         unit.parent.mkdir(parents=True, exist_ok=True)
         unit.write_text(systemd_unit(layout, opt_current, args.group, text))
         os.chmod(unit, 0o644)
-    listed = programs(text)
-    off = [p.name for p in listed if not p.autostart]
-    print(f"install: {layout.supervisord_conf} rendered: " + ", ".join(p.name for p in listed if p.autostart)
-          + (f" (off by the settings, listed as STOPPED: {', '.join(off)})" if off else ""))
+    off = programs_off(settings)
+    print(f"install: {layout.supervisord_conf} rendered: " + ", ".join(p.name for p in programs(text))
+          + (f" (left out, off in the settings: {', '.join(off)})" if off else ""))
     return 0
 
 
 def cmd_programs(args: argparse.Namespace) -> int:
     for p in programs(Path(args.conf).read_text()):
-        if p.autostart or args.all:
-            print(p.name)
+        print(p.name)
     return 0
 
 
@@ -252,9 +248,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     r.add_argument("--user", default="")
     r.add_argument("--group", default="")
     r.set_defaults(run=cmd_render)
-    p = sub.add_parser("programs", help="names of the programs a rendered supervisord.conf starts, in start order")
+    p = sub.add_parser("programs", help="program names of a rendered supervisord.conf, in start order")
     p.add_argument("--conf", required=True)
-    p.add_argument("--all", action="store_true", help="also the programs the settings leave off (autostart = false)")
     p.set_defaults(run=cmd_programs)
     args = parser.parse_args(argv)
     return args.run(args)

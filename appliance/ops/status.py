@@ -56,13 +56,24 @@ def check_programs(cfg: Config) -> list[Check]:
     if isinstance(states, str):
         return [Check("programs", FAIL, f"{states}: is supervisord running? "
                                         f"(systemctl status rigtel, or the installer's start command)")]
-    from appliance.ops.layout import off_by_settings
+    return program_checks(states, cfg)
+
+
+def program_checks(states: list[dict[str, Any]], cfg: Config) -> list[Check]:
+    """A check per program supervisord has, and per optional program it has not (off, or
+    on in the settings but not rendered)."""
+    from appliance.ops.layout import OPTIONAL_PROGRAMS, programs_off
 
     out = []
     for p in states:
-        off = off_by_settings(p["name"], p["state"], cfg)
-        level = OK if p["state"] == "RUNNING" or off else FAIL
-        out.append(Check(f"program {p['name']}", level, f"{p['state']} {off or p['description']}".strip()))
+        level = OK if p["state"] == "RUNNING" else FAIL
+        out.append(Check(f"program {p['name']}", level, f"{p['state']} {p['description']}".strip()))
+    off = programs_off(cfg)
+    for name in OPTIONAL_PROGRAMS:  # not in supervisord.conf: meant to be, or not?
+        if not any(p["name"] == name for p in states):
+            out.append(Check(f"program {name}", OK, off[name]) if name in off else Check(
+                f"program {name}", FAIL, f"on in the settings but not in supervisord.conf: run the "
+                                         f"installer again (or `rigtel dev`) to render it"))
     return out
 
 

@@ -434,11 +434,6 @@ def system():
         st = os.stat(os.path.join(backup_dir, backups[0]))
         last_backup = {"name": backups[0], "bytes": st.st_size, "mtime_ms": int(st.st_mtime * 1000)}
     programs = supervisor_states(c.supervisor_socket)
-    if isinstance(programs, list):
-        from appliance.ops.layout import off_by_settings
-
-        for p in programs:
-            p["description"] = off_by_settings(p["name"], p["state"], c) or p["description"]
     stats = read.storage_stats(db()) if os.path.exists(db_path) else {}
     return json({
         "programs": programs if isinstance(programs, list) else [],
