@@ -74,7 +74,7 @@ def prepare(prefix: Path, python: str) -> Layout:
     from appliance.config import load  # raises ConfigError on a bad setting
 
     template = (CHECKOUT / "etc/supervisord.conf.in").read_text()
-    settings = load(config_file=str(layout.config_file))  # which optional programs start
+    settings = load(config_file=str(layout.config_file))  # which optional programs are in
     layout.supervisord_conf.write_text(render_supervisord_conf(template, layout, python, settings=settings))
     return layout
 

@@ -201,7 +201,7 @@ def cmd_render(args: argparse.Namespace) -> int:
     opt_current = Path(args.opt_current)
     template = Path(args.template).read_text()
     python = str(opt_current / "venv/bin/python")
-    # the settings written just before (cmd_settings) decide which optional programs start
+    # the settings written just before (cmd_settings) decide which optional programs are in
     settings = load(config_file=str(layout.config_file), env={}, dotenv="") if layout.config_file.exists() else None
     text = render_supervisord_conf(template, layout, python, user=args.user or None, group=args.group or None,
                                    settings=settings)
