@@ -43,6 +43,28 @@ TAP_QUEUE = 1000  # captured messages held for the statistics thread; more are d
 TAP_PERIOD_S = 0.25
 
 
+NOBLOCK = int(zmq.NOBLOCK)  # an int: pyzmq converts enum flags on every call
+
+
+def _drain(sub: zmq.Socket, add) -> None:
+    """Hand what the capture queue holds to `add`, a list of frames per message.
+
+    Frames and .more rather than recv_multipart(), whose getsockopt(RCVMORE) per part
+    costs more than the receive itself: this runs for up to 4 x TAP_QUEUE messages a second.
+    """
+    recv = sub.recv
+    for _ in range(2 * TAP_QUEUE):
+        try:
+            frame = recv(NOBLOCK, copy=False)
+        except zmq.Again:
+            return
+        parts = [frame.bytes]
+        while frame.more:
+            frame = recv(NOBLOCK, copy=False)
+            parts.append(frame.bytes)
+        add(parts)
+
+
 class Broker:
     def __init__(self, cfg: Config, context: zmq.Context | None = None) -> None:
         self.cfg = cfg
@@ -138,11 +160,7 @@ class Broker:
             # wake a few times a second and take what the small capture queue holds; libzmq
             # drops the rest cheaply, and the sequence numbers keep the counts exact
             while not self._stopping.wait(min(TAP_PERIOD_S, heartbeat.seconds_to_next())):
-                for _ in range(2 * TAP_QUEUE):
-                    try:
-                        tally.add(sub.recv_multipart(zmq.NOBLOCK))
-                    except zmq.Again:
-                        break
+                _drain(sub, tally.add)
                 heartbeat.tick()
                 while gate is not None and not gate.refused.empty():
                     address, key, attempts = gate.refused.get()
