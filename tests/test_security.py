@@ -322,6 +322,10 @@ def test_certificate_info_reads_what_cryptography_reads_without_importing_it(tmp
         assert shown.names == (*san.get_values_for_type(x509.DNSName),
                                *(str(a) for a in san.get_values_for_type(x509.IPAddress)))
         assert shown.not_after_ms == int(cert.not_valid_after_utc.timestamp() * 1000)
+        # the fallback for a Python without the private stdlib decoder reads the same
+        fallback = certs._info_cryptography(path)
+        assert (fallback.subject, fallback.issuer, fallback.self_signed, fallback.names, fallback.not_after_ms) \
+            == (shown.subject, shown.issuer, shown.self_signed, shown.names, shown.not_after_ms)
     assert not certs.info(tmp_path / "leaf.pem").self_signed and certs.info(tmp_path / "self.pem").self_signed
     assert 12 < certs.info(tmp_path / "leaf.pem").days_left < 12.2
     with pytest.raises(OSError):
@@ -329,3 +333,5 @@ def test_certificate_info_reads_what_cryptography_reads_without_importing_it(tmp
     (tmp_path / "junk.pem").write_text("not a certificate\n")
     with pytest.raises(ValueError, match="not a PEM certificate"):
         certs.info(tmp_path / "junk.pem")
+    with pytest.raises(ValueError, match="not a PEM certificate"):
+        certs._info_cryptography(tmp_path / "junk.pem")

@@ -145,10 +145,11 @@ def check_disk(cfg: Config) -> Check:
 
 def certificate_expiry(path: str) -> datetime:
     """The certificate's notAfter, UTC; raises ValueError when it cannot be read."""
+    from appliance.security.certs import info
+
     try:
-        decoded = ssl._ssl._test_decode_cert(path)  # type: ignore[attr-defined]  # stdlib, no extra package
-        return datetime.fromtimestamp(ssl.cert_time_to_seconds(decoded["notAfter"]), timezone.utc)
-    except (AttributeError, OSError, ssl.SSLError, KeyError) as e:
+        return datetime.fromtimestamp(info(path).not_after_ms / 1000, timezone.utc)
+    except (OSError, ValueError) as e:
         raise ValueError(f"cannot read the certificate {path}: {e}") from None
 
 

@@ -145,9 +145,13 @@ def info(cert_path: str | Path) -> CertInfo:
     path = Path(cert_path)
     if not path.is_file():
         raise FileNotFoundError(f"no certificate file at {path}")
+    # stdlib, the decoder behind SSLSocket.getpeercert(); private, so a Python without it
+    # falls back to cryptography (which costs the dashboard ~10 MB resident)
+    decode = getattr(ssl._ssl, "_test_decode_cert", None)  # type: ignore[attr-defined]
+    if decode is None:
+        return _info_cryptography(path)
     try:
-        # stdlib, the decoder behind SSLSocket.getpeercert(); no extra package
-        cert = ssl._ssl._test_decode_cert(str(path))  # type: ignore[attr-defined]
+        cert = decode(str(path))
         not_after = dt.datetime.fromtimestamp(ssl.cert_time_to_seconds(cert["notAfter"]), dt.timezone.utc)
     except (ssl.SSLError, KeyError) as e:
         raise ValueError(f"{path} is not a PEM certificate ({e})") from None
@@ -158,6 +162,25 @@ def info(cert_path: str | Path) -> CertInfo:
     subject, issuer = _rfc4514(cert.get("subject", ())), _rfc4514(cert.get("issuer", ()))
     return CertInfo(str(cert_path), subject, issuer, cert.get("subject") == cert.get("issuer"), names,
                     int(not_after.timestamp() * 1000), left)
+
+
+def _info_cryptography(path: Path) -> CertInfo:
+    from cryptography import x509
+
+    try:
+        cert = x509.load_pem_x509_certificate(path.read_bytes())
+    except ValueError as e:
+        raise ValueError(f"{path} is not a PEM certificate ({e})") from None
+    try:
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        names = tuple([*san.get_values_for_type(x509.DNSName),
+                       *(str(a) for a in san.get_values_for_type(x509.IPAddress))])
+    except x509.ExtensionNotFound:
+        names = ()
+    not_after = cert.not_valid_after_utc
+    left = (not_after - dt.datetime.now(dt.timezone.utc)).total_seconds() / 86400
+    return CertInfo(str(path), cert.subject.rfc4514_string(), cert.issuer.rfc4514_string(),
+                    cert.subject == cert.issuer, names, int(not_after.timestamp() * 1000), left)
 
 
 # attribute names as ssl decodes them -> RFC 4514 short names (others keep ssl's name)
