@@ -33,7 +33,7 @@ from appliance.bus.publisher import Publisher
 from appliance.bus.tally import Tally
 from appliance.config import Config
 from appliance.ops.runtime import StopSignal, release_freed_memory, tcp_endpoint
-from appliance.security.curve import CLIENTS, ZAP_DOMAIN, AllowList, Gatekeeper, CurveKeyError, broker_keys
+from appliance.security.curve import CLIENTS, ZAP_DOMAIN, AllowList, CurveKeyError, broker_keys
 
 log = logging.getLogger("rigtel.broker")
 
@@ -128,6 +128,8 @@ class Broker:
     def _bind_remote(self, frontend: zmq.Socket) -> None:
         """Listen for remote publishers: CurveZMQ, keys checked by ZAP. Options set now apply
         to this endpoint only; the loopback ones, bound before, stay plain."""
+        from appliance.security.zap import Gatekeeper  # asyncio with it: only when remote publishers are on
+
         public, secret = broker_keys(self.cfg.bus_keys_dir)
         self.gatekeeper = Gatekeeper(self.context, AllowList(os.path.join(self.cfg.bus_keys_dir, CLIENTS)))
         self.gatekeeper.start_for_curve()
