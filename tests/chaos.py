@@ -36,6 +36,7 @@ import time
 from collections import Counter
 from contextlib import closing
 from pathlib import Path
+from typing import Callable
 
 import orjson
 
@@ -74,7 +75,9 @@ def build_bundle() -> Path:
 class Appliance:
     """The appliance installed under a prefix by install.sh, and supervisord running it."""
 
-    def __init__(self, prefix: Path, rate_hz: int) -> None:
+    def __init__(self, prefix: Path, rate_hz: int, rig_id: str = "chaos",
+                 port: Callable[[], int] = free_port) -> None:
+        """`port` picks each listening port (the soak keeps its ports apart from the chaos run's)."""
         if prefix.exists():
             ctl = prefix / "root/opt/rigtel/current/venv/bin/supervisorctl"
             if ctl.exists():  # a previous run's, if it is still up
@@ -91,15 +94,17 @@ class Appliance:
         with tarfile.open(tarball) as tar:
             tar.extractall(prefix, filter="tar")
         bundle = next(p for p in prefix.iterdir() if p.name.startswith("rigtel-"))
+        self.admin = ("admin", f"{rig_id}-monkey-password")
         password = prefix / "admin-password"
-        password.write_text("chaos-monkey-password\n")
+        password.write_text(self.admin[1] + "\n")
         password.chmod(0o600)
-        sets = {"rig_id": "chaos", "simulator_rate_hz": str(rate_hz), "simulator_speed": "1",
+        sets = {"rig_id": rig_id, "simulator_rate_hz": str(rate_hz), "simulator_speed": "1",
                 "maintenance_check_s": "10", "disk_min_free_mb": "0",
                 # the installed default points inside site-packages, where the map is not
                 # (reported to the integrator); the release folder has it
                 "wits0_out_map": str(self.root / "opt/rigtel/current/etc/wits0-out-map.txt"),
-                **{s.name: str(free_port()) for s in SETTINGS if s.name.endswith("_port")}}
+                **{s.name: str(port()) for s in SETTINGS if s.name.endswith("_port")}}
+        self.settings = sets
         say(f"installing {tarball.name} under {self.root}")
         run = subprocess.run([str(bundle / "install.sh"), "--prefix", str(self.root), "--admin-password-file",
                               str(password), *[a for k, v in sets.items() for a in ("--set", f"{k}={v}")]],
