@@ -21,7 +21,7 @@ import pytest
 
 from appliance.bus import Publisher
 from appliance.channels import CATALOGUE
-from tests.conftest import start_program
+from tests.conftest import start_program, wait_until
 from tests.test_maintenance import small_filesystem  # noqa: F401  (the fixture)
 
 T0 = 1_764_449_520_000
@@ -31,20 +31,6 @@ CHANNELS = [c for c in CATALOGUE][:20]
 def query(db: Path, sql: str, *args) -> list[tuple]:
     with closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as conn:
         return conn.execute(sql, args).fetchall()
-
-
-def wait_until(condition, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            got = condition()
-        except sqlite3.OperationalError:
-            got = None
-        if got:
-            return got
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.1)
 
 
 def fill(path: Path, leave_bytes: int = 0) -> None:
