@@ -12,11 +12,14 @@ stdout belongs to the protocol; this program logs to stderr.
 
 A crash is exactly when the bus may be down (the broker itself died) or the saver is not
 listening (the saver died), and a fresh publisher's first messages are lost anyway (ZeroMQ's
-slow joiner). So an alert is not taken as delivered until the saver has stored it: the
-database is read (read-only) and an event that is not there after `RETRY_S` is published
-again, with its original time. Events of one alert are delivered in order: a later event
-waits until the earlier one is stored, so the stored history and the alert's current state
-(its newest row) stay right.
+slow joiner). So every alert event goes into this program's spool as it is published
+(`Publisher(spool=True)`, appliance.bus.spool): a saver that missed it fetches it from
+there, even when this listener was killed right after publishing and the event was never
+seen on the bus. And an alert is not taken as delivered until the saver has stored it: the
+database is read (read-only); an event still not there after `spool_recovery_wait_s` plus
+`RETRY_S` (the saver has given up on the spool) is published again, with its original time.
+Events of one alert are delivered in order: a later event waits until the earlier one is
+stored, so the stored history and the alert's current state (its newest row) stay right.
 """
 
 from __future__ import annotations
@@ -219,7 +222,9 @@ class Protocol:
         os.write(self.fd_out, b"READY\n")
 
     def events(self, timeout_s: float) -> Iterator[Event]:
-        """Events that arrive within `timeout_s`; each is acknowledged (RESULT OK), then READY."""
+        """Events that arrive within `timeout_s`; each is acknowledged (RESULT OK, then READY)
+        once the caller has handled it: supervisord sends an unacknowledged event again to
+        the restarted listener, so one killed mid-event loses nothing."""
         readable, _, _ = select.select([self.fd_in], [], [], timeout_s)
         if not readable:
             return
@@ -229,9 +234,9 @@ class Protocol:
             return
         events, self.buffer = parse_events(self.buffer + chunk)
         for event in events:
+            yield event
             os.write(self.fd_out, b"RESULT 2\nOK")
             self.ready()
-            yield event
 
 
 def main(argv: Sequence[str]) -> int:
@@ -243,9 +248,11 @@ def main(argv: Sequence[str]) -> int:
     cfg, stop = start_service(
         "program-alerts", "supervisord event listener: a program's crash becomes an alert on the bus "
                           "(run by supervisord, not by hand)", argv)
-    publisher = Publisher("supervisor", settings=cfg)
+    publisher = Publisher("supervisor", settings=cfg, spool=True)
     table = AlertTable(cfg.database_path, publisher.src)
-    outbox = Outbox(publish=lambda ts, data: publisher.publish(ALERT_TOPIC, data, ts=ts), stored=table.stored)
+    # published once: the spool delivers it; again only after the saver gave the spool up
+    outbox = Outbox(publish=lambda ts, data: publisher.publish(ALERT_TOPIC, data, ts=ts), stored=table.stored,
+                    retry_s=cfg.spool_recovery_wait_s + RETRY_S)
     outbox.raised.update(table.raised())
     protocol = Protocol()
     protocol.ready()
@@ -257,6 +264,7 @@ def main(argv: Sequence[str]) -> int:
                     continue
                 data = alert_for(event)
                 if data and outbox.add(time.time_ns() // 1_000_000, data):
+                    outbox.work()  # published, so in the spool, before supervisord is answered
                     (log.warning if data["state"] == "active_unack" else log.info)(
                         "alert %s %s: %s", data["id"], data["state"], data["message"])
             outbox.work()
