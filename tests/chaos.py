@@ -230,10 +230,17 @@ def main(argv: list[str]) -> int:
         app.wait_running()
         time.sleep(5)
 
+        def recovered() -> int:
+            return query(app.db, "SELECT coalesce(sum(last_seq - first_seq + 1), 0) FROM gaps "
+                                 "WHERE state = 'recovered'")[0][0]
+
         say("killing supervisord and every program at once, then starting again")
+        before_kill_all = recovered()
         app.kill_everything()
+        killed_at = time.monotonic()
         app.start()
         app.wait_running()
+        back_s = time.monotonic() - killed_at
         time.sleep(10)  # a few announcements: the saver fetches the tails of the killed runs
 
         say("stopping the source; waiting for the saver to catch up")
@@ -255,6 +262,12 @@ def main(argv: list[str]) -> int:
             time.sleep(1)
         catch_up_s = time.monotonic() - stop_at
         got = stored()
+        after_kill_all = recovered() - before_kill_all
+        # a message stored twice counts in `messages` without widening the stream's range
+        twice = {boot: max(0, n - (last - first + 1)) for boot, (first, last, n) in got.items()}
+        duplicates = sum(twice.values())
+        not_stored = sum(max(0, n - (got[boot][2] - twice[boot] if boot in got else 0))
+                         for boot, (_, _, n) in want.items())
         messages = sum(last - first + 1 for first, last, _ in sent.values())
         frames = sum(f for _, _, f in sent.values())
 
@@ -301,6 +314,9 @@ def main(argv: list[str]) -> int:
 
         say(f"source: {len(sent)} run(s), {messages} messages, {frames} frames published")
         say(f"stored: {sum(n for _, _, n in got.values())} messages; {raw} raw frames; roll-ups {rollup}")
+        say(f"duplicates: {duplicates}; missing: {not_stored}; restarts: {sum(kills.values())} kills, then the kill-all")
+        say(f"kill-all (power-loss stand-in): all RUNNING again {back_s:.1f} s after; "
+            f"{after_kill_all} message(s) fetched from the spools since (all sources)")
         say(f"gaps: recovered {gaps.get('recovered', 0)} message(s) from the spool, lost {gaps.get('lost', 0)}, "
             f"pending {gaps.get('pending', 0)}; caught up {catch_up_s:.1f} s after the source stopped")
         say(f"programs: {', '.join(f'{n} {s}' for n, (s, _) in sorted(states.items()))}")
