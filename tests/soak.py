@@ -256,6 +256,7 @@ def main(argv: list[str]) -> int:
             failures.append(f"the SSE client's last event was {client_stale:.0f} s ago")
         if client.connects != 1:
             failures.append(f"the SSE client connected {client.connects} times: {client.errors[-5:]}")
+        page_state = page.state() if page is not None else ""  # before the source stops
         if page is not None:
             tail = [f for t, f in page_frames if t >= duration - 120]
             if len(tail) < 2 or tail[-1] <= tail[0]:
@@ -303,7 +304,7 @@ def main(argv: list[str]) -> int:
         say(f"SSE client: {client.connects} connection(s), events {dict(client.events)}, "
             f"{len(client.errors)} error(s)")
         if page is not None:
-            say(f"live page: {page_frames[-1][1]} frames received, state {page.state()}, "
+            say(f"live page: {page_frames[-1][1]} frames received, state {page_state} at the end, "
                 f"{len(page.watched.errors)} error(s)")
         say(f"source: {sum(w[2] for w in want.values())} messages published, "
             f"{sum(g[2] for g in got.values())} stored; gaps not recovered: {lost[0]} ({lost[1]} messages); "
