@@ -312,7 +312,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("wits0_reconnect_max_s", _float_range(0.1, 3600), "30",
             "Longest wait between reconnection attempts (the wait doubles from 0.5 s up to this)."),
     Setting("wits0_out_enabled", _bool, "false",
-            "rigtel wits0-out: re-serve channels as WITS0 over TCP (false: the program idles)."),
+            "rigtel wits0-out: re-serve channels as WITS0 over TCP (false: not run under supervisord)."),
     Setting("wits0_out_port", PORT, "5001",
             "rigtel wits0-out: TCP port to listen on (0 picks a free port, for tests)."),
     Setting("wits0_out_host", _host, "127.0.0.1",

@@ -286,6 +286,8 @@ elif running; then
     step "upgrading: supervisord is running; programs restart one at a time"
     if systemd_up; then systemctl daemon-reload; fi  # the unit may have changed: used at its next start
     "${CTL[@]}" reread
+    # adds and removes programs: one whose setting turned it on or off (wits0-out) is
+    # started or stopped here
     "${CTL[@]}" update
     for program in $("${SETUP[@]}" programs --conf "$CONF"); do
         "${CTL[@]}" restart "$program" | sed 's/^/install:   /'

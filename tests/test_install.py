@@ -286,8 +286,11 @@ def test_offline_install_starts_every_program_within_15_s_and_passes_its_check(a
     assert appliance.timings["start_to_running_s"] <= 15, appliance.timings
     # every program of the template is there: nothing is listed twice in the installer
     template = (REPO / "etc/supervisord.conf.in").read_text()
-    assert set(appliance.programs()) == set(re.findall(r"^\[(?:program|eventlistener):([\w-]+)\]", template, re.M))
+    # ... but only what is configured runs: no WITS0 output set up, no wits0-out program
+    assert set(appliance.programs()) == set(
+        re.findall(r"^\[(?:program|eventlistener):([\w-]+)\]", template, re.M)) - {"wits0-out"}
     conf = appliance.conf.read_text()
+    assert "; [program:wits0-out] left out: off: wits0_out_enabled = false" in conf
     assert "startsecs = 3" in conf and "stopasgroup = true" in conf and "stdout_logfile_backups" in conf
     assert "inet_http_server" not in conf  # never a TCP control port
     for path in re.findall(r"(?:command = |_logfile = |file = )(\S+)", conf):
@@ -392,6 +395,26 @@ def test_upgrade_in_place_keeps_data_settings_users_and_certificate(appliance: I
     for path, digest in keep.items():  # settings, users, certificate and key: untouched
         assert hashlib.sha256(path.read_bytes()).hexdigest() == digest, path
     assert f"web_port = {appliance.web_port}" in appliance.ini.read_text()
+
+
+def test_wits0_out_runs_once_enabled_by_the_installer_and_stops_when_disabled(appliance: Install):
+    """An optional program: left out while its setting is off (rigtel status says so);
+    `--set` on a re-run of the installer adds and starts it (supervisorctl update), and
+    turning it off removes it again."""
+    assert "wits0-out" not in appliance.states()
+    status = appliance.rigtel("status")
+    assert status.returncode == 0 and "off: wits0_out_enabled = false" in status.stdout, status.stdout
+    rc, out = appliance.run_installer("--set", "wits0_out_enabled=true", join=True)
+    assert rc == 0, out[-4000:]
+    wait_until(lambda: "wits0-out" in appliance.programs() and appliance.all_running(), 60,
+               "wits0-out RUNNING once enabled", lambda: appliance.states())
+    wait_until(lambda: "ready: wits0-out serving" in (appliance.log_dir / "wits0-out.log").read_text(), 30,
+               "wits0-out serving", lambda: (appliance.log_dir / "wits0-out.log").read_text()[-2000:])
+    rc, out = appliance.run_installer("--set", "wits0_out_enabled=false", join=True)
+    assert rc == 0, out[-4000:]
+    wait_until(lambda: "wits0-out" not in appliance.states() and appliance.all_running(), 60,
+               "wits0-out gone once disabled", lambda: appliance.states())
+    assert appliance.rigtel("status").returncode == 0
 
 
 def test_uninstall_removes_code_and_keeps_data(appliance: Install):

@@ -280,3 +280,58 @@ def test_the_redirect_keeps_path_and_query_and_refuses_a_bad_host():
     assert out["status"].startswith("308") and out["headers"]["Location"] == "https://[::1]:8443/"
     app({"HTTP_HOST": "evil.example\r\nSet-Cookie: x", "PATH_INFO": "/", "REQUEST_METHOD": "GET"}, start_response)
     assert out["status"].startswith("400")
+
+
+def test_certificate_info_reads_what_cryptography_reads_without_importing_it(tmp_path):
+    """certs.info uses the stdlib decoder (the web program must not carry cryptography):
+    subject and issuer in RFC 4514 with escapes, names, expiry, self-signed, all as pyca says."""
+    import datetime as dt
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.hazmat.primitives.serialization import Encoding
+    from cryptography.x509.oid import NameOID
+
+    from appliance.security import certs
+
+    def name(*pairs):
+        return x509.Name([x509.NameAttribute(oid, value) for oid, value in pairs])
+
+    ca_key, leaf_key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+    ca_name = name((NameOID.COUNTRY_NAME, "NO"), (NameOID.ORGANIZATION_NAME, "Rig, Inc+1 <\"drill\">"),
+                   (NameOID.ORGANIZATIONAL_UNIT_NAME, " Drilling "), (NameOID.COMMON_NAME, "#site CA"))
+    now = dt.datetime.now(dt.timezone.utc)
+    leaf = (x509.CertificateBuilder().subject_name(name((NameOID.COMMON_NAME, "rig-7.local")))
+            .issuer_name(ca_name).public_key(leaf_key.public_key()).serial_number(7)
+            .not_valid_before(now).not_valid_after(now + dt.timedelta(days=12, hours=3))
+            .add_extension(x509.SubjectAlternativeName([
+                x509.DNSName("rig-7.local"), x509.IPAddress(ipaddress.ip_address("10.0.0.1")),
+                x509.IPAddress(ipaddress.ip_address("fd00::1"))]), critical=False)
+            .sign(ca_key, hashes.SHA256()))
+    (tmp_path / "leaf.pem").write_bytes(leaf.public_bytes(Encoding.PEM))
+    pem, _ = certs.make_self_signed(["localhost"], ["127.0.0.1", "::1"])
+    (tmp_path / "self.pem").write_bytes(pem)
+    for path in (tmp_path / "leaf.pem", tmp_path / "self.pem"):
+        cert = x509.load_pem_x509_certificate(path.read_bytes())
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        shown = certs.info(path)
+        assert shown.subject == cert.subject.rfc4514_string() and shown.issuer == cert.issuer.rfc4514_string()
+        assert shown.self_signed == (cert.subject == cert.issuer)
+        assert shown.names == (*san.get_values_for_type(x509.DNSName),
+                               *(str(a) for a in san.get_values_for_type(x509.IPAddress)))
+        assert shown.not_after_ms == int(cert.not_valid_after_utc.timestamp() * 1000)
+        # the fallback for a Python without the private stdlib decoder reads the same
+        fallback = certs._info_cryptography(path)
+        assert (fallback.subject, fallback.issuer, fallback.self_signed, fallback.names, fallback.not_after_ms) \
+            == (shown.subject, shown.issuer, shown.self_signed, shown.names, shown.not_after_ms)
+    assert not certs.info(tmp_path / "leaf.pem").self_signed and certs.info(tmp_path / "self.pem").self_signed
+    assert 12 < certs.info(tmp_path / "leaf.pem").days_left < 12.2
+    with pytest.raises(OSError):
+        certs.info(tmp_path / "missing.pem")
+    (tmp_path / "junk.pem").write_text("not a certificate\n")
+    with pytest.raises(ValueError, match="not a PEM certificate"):
+        certs.info(tmp_path / "junk.pem")
+    with pytest.raises(ValueError, match="not a PEM certificate"):
+        certs._info_cryptography(tmp_path / "junk.pem")

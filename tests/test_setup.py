@@ -66,7 +66,8 @@ def test_render_every_program_of_the_template_with_user_socket_group_unit_and_po
     parser = configparser.ConfigParser(interpolation=None)
     parser.read_string(conf)
     sections = [s for s in parser.sections() if s.startswith(("program:", "eventlistener:"))]
-    assert len(sections) == len(re.findall(r"^\[(?:program|eventlistener):", TEMPLATE, re.M))
+    optional_off = 1  # wits0-out, off by default (test_optional_programs_...)
+    assert len(sections) == len(re.findall(r"^\[(?:program|eventlistener):", TEMPLATE, re.M)) - optional_off
     for s in sections:
         assert parser[s]["user"] == "rigtel", s
         assert int(parser[s]["startsecs"]) >= 3
@@ -89,6 +90,54 @@ def test_someone_elses_supervisord_conf_is_left_alone(tmp_path: Path, capsys):
     theirs.write_text("[supervisord]\n")
     assert not setup.write_pointer(theirs, "x")
     assert theirs.read_text() == "[supervisord]\n" and "left alone" in capsys.readouterr().err
+
+
+def test_optional_programs_are_rendered_only_when_their_setting_is_on(tmp_path: Path):
+    """wits0-out is left out (a comment says why) unless wits0_out_enabled; the rest stays."""
+    def names(text: str) -> list[str]:
+        return [p.name for p in setup.programs(text)]
+
+    off = render_supervisord_conf(TEMPLATE, Layout(Path("/p")), "/p/python")
+    assert "wits0-out" not in names(off) and "; [program:wits0-out] left out: off: wits0_out_enabled = false" in off
+    on = render_supervisord_conf(TEMPLATE, Layout(Path("/p")), "/p/python",
+                                 settings=load({"wits0_out_enabled": "true"}, env={}, dotenv="",
+                                               config_file=str(_empty_ini(tmp_path))))
+    assert set(names(on)) - set(names(off)) == {"wits0-out"}
+    assert set(names(on)) == set(re.findall(r"^\[(?:program|eventlistener):([\w-]+)\]", TEMPLATE, re.M))
+    # the section after the one left out is whole: same text in both renderings
+    assert on[on.index("[program:logger]"):] == off[off.index("[program:logger]"):]
+    # the installer's half renders from the settings it has just written
+    root = tmp_path / "p"
+    Layout(root).make_dirs()
+    release = root / "opt/rigtel/releases/x"
+    (release / "venv").mkdir(parents=True)
+    conf = root / "etc/rigtel/supervisord.conf"
+    for enabled in ("false", "true"):
+        assert _settings(root, f"wits0_out_enabled={enabled}") == 0
+        assert setup.main(["render", "--root", str(root), "--opt-current", str(root / "opt/rigtel/current"),
+                           "--release", str(release), "--template", str(REPO / "etc/supervisord.conf.in")]) == 0
+        assert ("wits0-out" in names(conf.read_text())) == (enabled == "true")
+
+
+def _empty_ini(tmp_path: Path) -> Path:
+    ini = tmp_path / "empty.ini"
+    ini.write_text("[appliance]\n")
+    return ini
+
+
+def test_rigtel_status_shows_an_optional_program_off_and_fails_one_on_but_not_rendered(tmp_path: Path):
+    from appliance.ops.status import program_checks
+
+    def checks(enabled: str, states: list[dict]) -> dict[str, Check]:
+        cfg = load({"wits0_out_enabled": enabled}, env={}, dotenv="", config_file=str(_empty_ini(tmp_path)))
+        return {c.name: c for c in program_checks(states, cfg)}
+
+    running = [{"name": "broker", "state": "RUNNING", "description": "pid 1"}]
+    off = checks("false", running)
+    assert off["program wits0-out"].level == OK and "off: wits0_out_enabled = false" in off["program wits0-out"].text
+    assert checks("true", running)["program wits0-out"].level == FAIL
+    assert checks("true", [*running, {"name": "wits0-out", "state": "RUNNING", "description": "pid 2"}])[
+        "program wits0-out"].level == OK
 
 
 def test_prefix_mode_renders_no_user_and_no_chown():

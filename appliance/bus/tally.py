@@ -5,7 +5,9 @@ reads only what its small capture queue holds each period and libzmq drops the r
 Message counts stay exact anyway: every envelope carries its stream's sequence number,
 so the number of messages a stream sent between two samples is the difference of their
 `seq`. Bytes are estimated from the sampled messages' mean size. Pure bookkeeping: the
-broker feeds it messages and asks for a summary each interval.
+broker feeds it messages and asks for a summary each interval. A sampled message costs a
+regular expression on its first bytes and a few dict updates (measured: ~22k CPU
+instructions before, when every sample was decoded and counted in four Counters).
 """
 
 from __future__ import annotations
@@ -29,13 +31,18 @@ ENVELOPE_HEAD = re.compile(rb'\{"v":1,"src":"([^"\\]*)","boot":"([^"\\]*)","seq"
 
 
 class Tally:
+    """Counts of one statistics interval, and the streams' last sequence numbers.
+
+    Keys are the bytes as received (topic, and the envelope's src and boot): they are
+    decoded once per interval for the summary rather than once per sampled message.
+    """
+
     def __init__(self) -> None:
         # (src, boot, topic) -> [last seq counted, intervals since last seen]
-        self.streams: dict[tuple[str, str, str], list[int]] = {}
-        self.messages: Counter[str] = Counter()  # per topic, this interval
-        self.sampled: Counter[str] = Counter()
-        self.sampled_bytes: Counter[str] = Counter()
-        self.sources: Counter[str] = Counter()
+        self.streams: dict[tuple[bytes, bytes, bytes], list[int]] = {}
+        # topic -> [messages counted, messages sampled, bytes sampled], this interval
+        self.topics: dict[bytes, list[int]] = {}
+        self.sources: dict[bytes, int] = {}  # messages counted per source, this interval
         self.subscriptions = 0
         self.malformed = 0
         self.total_messages = 0
@@ -43,32 +50,34 @@ class Tally:
 
     def add(self, parts: list[bytes]) -> None:
         """Count one captured message (a list of frames)."""
-        if len(parts) == 1 and parts[0][:1] in (b"\x00", b"\x01"):
-            self.subscriptions += 1  # a (un)subscription travelling upstream
-            return
         if len(parts) != 2:
-            self.malformed += 1
+            if len(parts) == 1 and parts[0][:1] in (b"\x00", b"\x01"):
+                self.subscriptions += 1  # a (un)subscription travelling upstream
+            else:
+                self.malformed += 1
             return
-        topic = parts[0][:64].decode("utf-8", "replace")
-        head = ENVELOPE_HEAD.match(parts[1])
+        topic, payload = parts
+        head = ENVELOPE_HEAD.match(payload)
         if head is not None:
-            src, boot = head[1].decode("utf-8", "replace"), head[2].decode("utf-8", "replace")
-            seq = int(head[3])
+            src, boot, seq = head[1], head[2], int(head[3])
         else:
             try:
-                env = orjson.loads(parts[1])
+                env = orjson.loads(payload)
                 src, boot, seq = env["src"], env["boot"], env["seq"]
                 if not (isinstance(src, str) and isinstance(boot, str) and isinstance(seq, int)):
                     raise TypeError
             except (orjson.JSONDecodeError, KeyError, TypeError):
                 self.malformed += 1
                 return
+            src, boot = src.encode("utf-8", "surrogatepass"), boot.encode("utf-8", "surrogatepass")
         if not 1 <= seq <= MAX_SEQ:
             self.malformed += 1
             return
-        size = len(parts[0]) + len(parts[1])
-        self.sampled[topic] += 1
-        self.sampled_bytes[topic] += size
+        per_topic = self.topics.get(topic)
+        if per_topic is None:
+            per_topic = self.topics[topic] = [0, 0, 0]
+        per_topic[1] += 1
+        per_topic[2] += len(topic) + len(payload)
         key = (src, boot, topic)
         stream = self.streams.get(key)
         if stream is None:
@@ -81,23 +90,34 @@ class Tally:
             if seq > stream[0]:
                 stream[0] = seq
             stream[1] = 0
-        self.messages[topic] += count
-        self.sources[src] += count
+        per_topic[0] += count
+        self.sources[src] = self.sources.get(src, 0) + count
 
     def summary(self, interval_s: float) -> dict[str, Any]:
         """This interval's figures; starts the next interval."""
+        messages: Counter[str] = Counter()
+        sampled: Counter[str] = Counter()
+        sampled_bytes: Counter[str] = Counter()
+        for raw, (n, k, size) in self.topics.items():
+            name = _text(raw[:64])
+            messages[name] += n
+            sampled[name] += k
+            sampled_bytes[name] += size
+        sources: Counter[str] = Counter()
+        for raw, n in self.sources.items():
+            sources[_text(raw)] += n
         topics = {}
-        for topic, n in self.messages.most_common(100):
-            mean = self.sampled_bytes[topic] / self.sampled[topic] if self.sampled[topic] else 0
+        for topic, n in messages.most_common(100):
+            mean = sampled_bytes[topic] / sampled[topic] if sampled[topic] else 0
             topics[topic] = {"messages": n, "bytes": round(n * mean), "per_s": round(n / interval_s, 2)}
             self.total_bytes += n * mean
-        self.total_messages += sum(self.messages.values())
-        counted = sum(self.messages.values())
+        counted = sum(messages.values())
+        self.total_messages += counted
         body = {
             "topics": topics,
-            "sources": dict(self.sources.most_common(100)),
-            "publishers_seen": len(self.sources),
-            "sampled_fraction": round(sum(self.sampled.values()) / counted, 4) if counted else 1.0,
+            "sources": dict(sources.most_common(100)),
+            "publishers_seen": len(sources),
+            "sampled_fraction": round(sum(sampled.values()) / counted, 4) if counted else 1.0,
             "total_messages": self.total_messages,
             "total_bytes": round(self.total_bytes),
             "subscriptions": self.subscriptions,
@@ -107,8 +127,10 @@ class Tally:
             del self.streams[key]
         for s in self.streams.values():
             s[1] += 1
-        self.messages.clear()
-        self.sampled.clear()
-        self.sampled_bytes.clear()
+        self.topics.clear()
         self.sources.clear()
         return body
+
+
+def _text(raw: bytes) -> str:
+    return raw.decode("utf-8", "replace")

@@ -71,8 +71,11 @@ def prepare(prefix: Path, python: str) -> Layout:
             f.write("\n; HTTPS and logins of the development prefix (added by `rigtel dev`)\n")
             for key in missing:
                 f.write(f"{key} = {DEV_SECURITY[key].format(etc_dir=layout.etc_dir)}\n")
+    from appliance.config import load  # raises ConfigError on a bad setting
+
     template = (CHECKOUT / "etc/supervisord.conf.in").read_text()
-    layout.supervisord_conf.write_text(render_supervisord_conf(template, layout, python))
+    settings = load(config_file=str(layout.config_file))  # which optional programs are in
+    layout.supervisord_conf.write_text(render_supervisord_conf(template, layout, python, settings=settings))
     return layout
 
 
@@ -104,17 +107,16 @@ def main(argv: Sequence[str]) -> int:
                         help="write the configuration and print how to start, but do not start")
     args = parser.parse_args(argv)
 
-    layout = prepare(Path(args.prefix), sys.executable)
-    conf = layout.supervisord_conf
-    sock = layout.run_dir / "supervisor.sock"
-
     # settings as the programs will see them, to check the ports before starting
     from appliance.config import ConfigError, load
     try:
+        layout = prepare(Path(args.prefix), sys.executable)
         cfg = load(config_file=str(layout.config_file))
     except ConfigError as e:
         print(f"rigtel dev: configuration error: {e}", file=sys.stderr)
         return 2
+    conf = layout.supervisord_conf
+    sock = layout.run_dir / "supervisor.sock"
     if sock.exists():
         try:
             with socket.socket(socket.AF_UNIX) as s:
@@ -136,12 +138,15 @@ def main(argv: Sequence[str]) -> int:
     user, password = dev_login(cfg, layout)
 
     supervisorctl = f"{Path(sys.executable).parent / 'supervisorctl'} -c {conf}"
+    wits0_out = ", wits0-out" if cfg.wits0_out_enabled else ""
+    wits0_off = "" if cfg.wits0_out_enabled else (
+        "\n             (wits0-out is off: set wits0_out_enabled = true in the settings, then make run again)")
     print(f"""
 Drilling telemetry appliance, development prefix {layout.root}
   dashboard: https://{cfg.web_host}:{cfg.web_port}/   (self-signed certificate: the browser warns once;
              http://{cfg.web_host}:{cfg.web_http_port}/ redirects there)
   login:     {user} / {password}   (kept in {layout.etc_dir / DEV_PASSWORD_FILE}; more users: rigtel user add)
-  programs:  broker, saver, predictor, web, source (simulator), logger, maintenance, wits0-out (supervisord, restarted when they exit)
+  programs:  broker, saver, predictor, web, source ({cfg.data_source}), logger, maintenance{wits0_out} (supervisord, restarted when they exit){wits0_off}
   database:  {cfg.database_path}
   status:    make status     (or: {supervisorctl} status)
   logs:      {layout.log_dir}/<program>.log   e.g. tail -f {layout.log_dir}/logger.log

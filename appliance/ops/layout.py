@@ -11,6 +11,10 @@ from __future__ import annotations
 import string
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from appliance.config import Config
 
 PROGRAM_COMMON = """\
 autostart = true
@@ -25,6 +29,14 @@ redirect_stderr = true
 stdout_logfile_maxbytes = 10MB
 stdout_logfile_backups = 5
 environment = PYTHONUNBUFFERED="1"{user_line}"""
+
+# Programs that run only when a setting turns them on. While it is off their section is left
+# out of the rendered supervisord.conf (a comment says so): no process holds memory for a
+# feature the site does not use, and `supervisorctl status` lists only what should run (a
+# STOPPED program there would make it exit 3 on a healthy appliance). `rigtel status` shows
+# them as off. Turning the setting on and rendering again (the installer with --set, then
+# `supervisorctl update`; or `rigtel dev`) adds and starts them.
+OPTIONAL_PROGRAMS: dict[str, str] = {"wits0-out": "wits0_out_enabled"}
 
 
 @dataclass(frozen=True)
@@ -64,9 +76,42 @@ class Layout:
             d.mkdir(parents=True, exist_ok=True)
 
 
+def program_enabled(name: str, settings: "Config | None") -> bool:
+    """Whether a program is meant to run with these settings (a Config, or None: defaults)."""
+    setting = OPTIONAL_PROGRAMS.get(name)
+    if setting is None:
+        return True
+    if settings is None:
+        from appliance.config import SETTINGS
+
+        declared = next(s for s in SETTINGS if s.name == setting)
+        return bool(declared.convert(declared.default))
+    return bool(getattr(settings, setting))
+
+
+def programs_off(settings: "Config | None") -> dict[str, str]:
+    """Optional programs these settings leave out: name -> why, as a technician reads it."""
+    return {name: f"off: {setting} = false (set it true and run the installer again to start it)"
+            for name, setting in OPTIONAL_PROGRAMS.items() if not program_enabled(name, settings)}
+
+
+def _leave_out(text: str, name: str, why: str) -> str:
+    """The rendered configuration without the section of program `name` (up to the next
+    section or the comment block before it), a comment in its place."""
+    lines = text.split("\n")
+    start = lines.index(f"[program:{name}]")
+    end = start + 1
+    while end < len(lines) and not lines[end].startswith("[") and not (
+            lines[end].startswith(";") and not lines[end - 1].strip()):
+        end += 1
+    return "\n".join(lines[:start] + [f"; [program:{name}] left out: {why}", ""] + lines[end:])
+
+
 def render_supervisord_conf(template: str, layout: Layout, python: str,
-                            user: str | None = None, group: str | None = None) -> str:
-    """Fill the supervisord template; `user`/`group` are set only in root mode."""
+                            user: str | None = None, group: str | None = None,
+                            settings: "Config | None" = None) -> str:
+    """Fill the supervisord template; `user`/`group` are set only in root mode. `settings`
+    (the appliance's Config; None: the defaults) decides which OPTIONAL_PROGRAMS are in."""
     user_line = f"\nuser = {user}" if user else ""
     values = {
         "python": python,
@@ -79,4 +124,7 @@ def render_supervisord_conf(template: str, layout: Layout, python: str,
         "user_line": user_line,
     }
     # substitute() (not safe_substitute) so a misspelt placeholder fails loudly
-    return string.Template(template).substitute(values)
+    text = string.Template(template).substitute(values)
+    for name, why in programs_off(settings).items():
+        text = _leave_out(text, name, why)
+    return text

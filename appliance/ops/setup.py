@@ -9,7 +9,8 @@ the install while the running appliance is untouched.
     programs    the programs of the rendered supervisord.conf, in start order (for restarts)
 
 The program list is the template's: whatever programs etc/supervisord.conf.in has, the
-installer installs, restarts and checks.
+installer installs, restarts and checks, except those the settings turn off
+(layout.OPTIONAL_PROGRAMS: wits0-out unless wits0_out_enabled).
 """
 
 from __future__ import annotations
@@ -21,10 +22,10 @@ import re
 import sys
 import tempfile
 from pathlib import Path
-from typing import Sequence
+from typing import NamedTuple, Sequence
 
 from appliance.config import INI_SECTION, ConfigError, load, parse_assignments
-from appliance.ops.layout import Layout, render_supervisord_conf
+from appliance.ops.layout import Layout, programs_off, render_supervisord_conf
 
 POINTER_MARK = "; written by the rigtel installer"
 SYSTEMD_UNIT = "rigtel.service"
@@ -129,16 +130,22 @@ def _keys(text: str) -> set[str]:
     return set(parser[INI_SECTION]) if parser.has_section(INI_SECTION) else set()
 
 
-def programs(conf_text: str) -> list[tuple[str, int, int]]:
-    """(name, priority, stopwaitsecs) of every program and event listener, in start order."""
+class Program(NamedTuple):
+    name: str
+    priority: int
+    stopwaitsecs: int
+
+
+def programs(conf_text: str) -> list[Program]:
+    """Every program and event listener of a rendered supervisord.conf, in start order."""
     parser = configparser.ConfigParser(interpolation=None, strict=False)
     parser.read_string(conf_text)
     out = []
     for section in parser.sections():
         kind, _, name = section.partition(":")
         if kind in ("program", "eventlistener") and name:
-            out.append((name, parser.getint(section, "priority", fallback=999),
-                        parser.getint(section, "stopwaitsecs", fallback=10)))
+            out.append(Program(name, parser.getint(section, "priority", fallback=999),
+                               parser.getint(section, "stopwaitsecs", fallback=10)))
     return sorted(out, key=lambda p: (p[1], p[0]))
 
 
@@ -194,7 +201,10 @@ def cmd_render(args: argparse.Namespace) -> int:
     opt_current = Path(args.opt_current)
     template = Path(args.template).read_text()
     python = str(opt_current / "venv/bin/python")
-    text = render_supervisord_conf(template, layout, python, user=args.user or None, group=args.group or None)
+    # the settings written just before (cmd_settings) decide which optional programs are in
+    settings = load(config_file=str(layout.config_file), env={}, dotenv="") if layout.config_file.exists() else None
+    text = render_supervisord_conf(template, layout, python, user=args.user or None, group=args.group or None,
+                                   settings=settings)
     layout.supervisord_conf.write_text(text)
     os.chmod(layout.supervisord_conf, 0o640)
     pointer = pointer_conf(layout)
@@ -207,13 +217,15 @@ def cmd_render(args: argparse.Namespace) -> int:
         unit.parent.mkdir(parents=True, exist_ok=True)
         unit.write_text(systemd_unit(layout, opt_current, args.group, text))
         os.chmod(unit, 0o644)
-    print(f"install: {layout.supervisord_conf} rendered: " + ", ".join(p[0] for p in programs(text)))
+    off = programs_off(settings)
+    print(f"install: {layout.supervisord_conf} rendered: " + ", ".join(p.name for p in programs(text))
+          + (f" (left out, off in the settings: {', '.join(off)})" if off else ""))
     return 0
 
 
 def cmd_programs(args: argparse.Namespace) -> int:
-    for name, _, _ in programs(Path(args.conf).read_text()):
-        print(name)
+    for p in programs(Path(args.conf).read_text()):
+        print(p.name)
     return 0
 
 

@@ -11,6 +11,9 @@ picks a new certificate up on its next connections, without a restart.
 
 Certificates are made with `cryptography` (pyca): the standard, well-kept binding to
 OpenSSL's X.509 code; the standard library can use a certificate but cannot make one.
+Reading one (`info`, which the web program calls for its System view and expiry warning)
+uses the standard library's decoder instead, the one `ssl` itself uses for peer
+certificates, so that the dashboard does not carry cryptography (~10 MB resident) for it.
 """
 
 from __future__ import annotations
@@ -139,9 +142,35 @@ def write_pair(cert_path: str | Path, key_path: str | Path, cert_pem: bytes, key
 
 def info(cert_path: str | Path) -> CertInfo:
     """Subject, names and expiry of the first certificate in a PEM file; OSError/ValueError if unusable."""
+    path = Path(cert_path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no certificate file at {path}")
+    # stdlib, the decoder behind SSLSocket.getpeercert(); private, so a Python without it
+    # falls back to cryptography (which costs the dashboard ~10 MB resident)
+    decode = getattr(ssl._ssl, "_test_decode_cert", None)  # type: ignore[attr-defined]
+    if decode is None:
+        return _info_cryptography(path)
+    try:
+        cert = decode(str(path))
+        not_after = dt.datetime.fromtimestamp(ssl.cert_time_to_seconds(cert["notAfter"]), dt.timezone.utc)
+    except (ssl.SSLError, KeyError) as e:
+        raise ValueError(f"{path} is not a PEM certificate ({e})") from None
+    names = tuple([*(v for k, v in cert.get("subjectAltName", ()) if k == "DNS"),
+                   *(str(ipaddress.ip_address(v.strip())) for k, v in cert.get("subjectAltName", ())
+                     if k == "IP Address")])
+    left = (not_after - dt.datetime.now(dt.timezone.utc)).total_seconds() / 86400
+    subject, issuer = _rfc4514(cert.get("subject", ())), _rfc4514(cert.get("issuer", ()))
+    return CertInfo(str(cert_path), subject, issuer, cert.get("subject") == cert.get("issuer"), names,
+                    int(not_after.timestamp() * 1000), left)
+
+
+def _info_cryptography(path: Path) -> CertInfo:
     from cryptography import x509
 
-    cert = x509.load_pem_x509_certificate(Path(cert_path).read_bytes())
+    try:
+        cert = x509.load_pem_x509_certificate(path.read_bytes())
+    except ValueError as e:
+        raise ValueError(f"{path} is not a PEM certificate ({e})") from None
     try:
         san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
         names = tuple([*san.get_values_for_type(x509.DNSName),
@@ -150,8 +179,25 @@ def info(cert_path: str | Path) -> CertInfo:
         names = ()
     not_after = cert.not_valid_after_utc
     left = (not_after - dt.datetime.now(dt.timezone.utc)).total_seconds() / 86400
-    return CertInfo(str(cert_path), cert.subject.rfc4514_string(), cert.issuer.rfc4514_string(),
+    return CertInfo(str(path), cert.subject.rfc4514_string(), cert.issuer.rfc4514_string(),
                     cert.subject == cert.issuer, names, int(not_after.timestamp() * 1000), left)
+
+
+# attribute names as ssl decodes them -> RFC 4514 short names (others keep ssl's name)
+_SHORT = {"commonName": "CN", "organizationName": "O", "organizationalUnitName": "OU", "countryName": "C",
+          "localityName": "L", "stateOrProvinceName": "ST", "streetAddress": "STREET",
+          "domainComponent": "DC", "userId": "UID"}
+
+
+def _rfc4514(name: tuple) -> str:
+    """A distinguished name as `ssl` decodes it, written as RFC 4514 does (last RDN first)."""
+    def escape(value: str) -> str:
+        out = "".join("\\" + c if c in ',+"\\<>;' else c for c in value)
+        if out[:1] in ("#", " "):
+            out = "\\" + out
+        return out[:-1] + "\\ " if out.endswith(" ") else out
+
+    return ",".join("+".join(f"{_SHORT.get(k, k)}={escape(v)}" for k, v in rdn) for rdn in reversed(name))
 
 
 def main(argv: Sequence[str]) -> int:

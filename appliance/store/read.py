@@ -13,7 +13,7 @@ from typing import Any
 
 import orjson
 
-from appliance.store.rollups import HOUR_MS, MINUTE_MS, RESOLUTIONS
+from appliance.store.schema import HOUR_MS, MINUTE_MS, RESOLUTIONS
 
 DEFAULT_MAX_POINTS = 2000
 MAX_POINTS_LIMIT = 100_000

@@ -12,11 +12,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-MINUTE_MS = 60_000
-HOUR_MS = 3_600_000
-
-# resolution name -> (table, bucket width in ms); "raw" is the samples table itself
-RESOLUTIONS: dict[str, tuple[str, int]] = {"1m": ("rollup_1m", MINUTE_MS), "1h": ("rollup_1h", HOUR_MS)}
+# the tables and their widths belong to the schema (readers use them without numpy)
+from appliance.store.schema import HOUR_MS, MINUTE_MS, RESOLUTIONS  # noqa: F401
 
 
 @dataclass(frozen=True, slots=True)

@@ -25,6 +25,12 @@ from pathlib import Path
 
 SCHEMA_VERSION = 2
 
+MINUTE_MS = 60_000
+HOUR_MS = 3_600_000
+
+# resolution name -> (table, bucket width in ms); "raw" is the samples table itself
+RESOLUTIONS: dict[str, tuple[str, int]] = {"1m": ("rollup_1m", MINUTE_MS), "1h": ("rollup_1h", HOUR_MS)}
+
 DDL = """
 CREATE TABLE IF NOT EXISTS samples (ts INTEGER PRIMARY KEY);
 

@@ -13,7 +13,8 @@ loopback ports.
 - latency: one frame per millisecond on an absolute schedule; each frame carries
   `time.monotonic_ns()` taken just before publishing (CLOCK_MONOTONIC, one clock for the
   whole machine on Linux), and the subscriber subtracts it from its own reading after
-  decoding. The first WARMUP_S seconds of each run are dropped.
+  decoding. The first WARMUP_S seconds of each run are dropped. Both paths run at the same
+  time (Driver.run_together), so bursts of outside load fall on both alike.
 - memory: VmRSS (and the peak, VmHWM) from /proc/PID/status of the broker, the logger and
   the simulator, idle and after a burst of traffic; MB here are 10^6 bytes.
 
@@ -471,31 +472,49 @@ class Driver:
 
     def run_once(self, path: str, sc: Scenario, broker, topic: str = DATA_TOPIC,
                  before_go: Callable[[], None] | None = None) -> dict[str, Any]:
-        common = ["--path", path, "--mode", sc.mode, "--topic", topic, "--hwm", str(self.hwm),
-                  "--send-hwm", str(self.send_hwm),
-                  "--codec", sc.codec]
-        subs = [self.spawn(["sub", "--backend", broker.backend, *common]) for _ in range(sc.subscribers)]
-        pub = self.spawn(["pub", "--frontend", broker.frontend, *common, "--count", str(sc.count),
-                          "--batch", str(sc.batch), "--seconds", str(sc.seconds)], stdin=True)
+        return self.run_together(sc, {path: broker}, topic, before_go)[path]
+
+    def run_together(self, sc: Scenario, brokers: dict[str, Any], topic: str = DATA_TOPIC,
+                     before_go: Callable[[], None] | None = None) -> dict[str, dict[str, Any]]:
+        """One run of `sc` on each path of `brokers` ({path: broker}), all started together.
+
+        With one path this is a plain run. With two, both publishers get "go" at the same
+        moment, so a burst of load from other programs on the machine falls on both paths
+        alike: used for latency, where the tail is mostly such bursts.
+        """
+        workers: dict[str, tuple[Any, list, Any]] = {}
         try:
-            for s in subs:
-                s.wait_for(r"^BENCH ready", timeout=30)
+            for path, broker in brokers.items():
+                common = ["--path", path, "--mode", sc.mode, "--topic", topic, "--hwm", str(self.hwm),
+                          "--send-hwm", str(self.send_hwm), "--codec", sc.codec]
+                subs = [self.spawn(["sub", "--backend", broker.backend, *common]) for _ in range(sc.subscribers)]
+                pub = self.spawn(["pub", "--frontend", broker.frontend, *common, "--count", str(sc.count),
+                                  "--batch", str(sc.batch), "--seconds", str(sc.seconds)], stdin=True)
+                workers[path] = (broker, subs, pub)
+            for _, subs, _ in workers.values():
+                for s in subs:
+                    s.wait_for(r"^BENCH ready", timeout=30)
             if before_go:
                 before_go()
-            broker_cpu = cpu_seconds(broker.program.proc.pid)
-            self.send(pub, "go")
+            cpu = {path: cpu_seconds(b.program.proc.pid) for path, (b, _, _) in workers.items()}
+            for _, _, pub in workers.values():
+                self.send(pub, "go")
             timeout = 60 + sc.seconds + sc.count / 2000
-            results = [json.loads(s.wait_for(r"^BENCH result (.*)", timeout=timeout).group(1)) for s in subs]
-            broker_cpu = cpu_seconds(broker.program.proc.pid) - broker_cpu
-            self.send(pub, "stop")
-            sent = json.loads(pub.wait_for(r"^BENCH result (.*)", timeout=30).group(1))
-            for p in (*subs, pub):
-                rc = p.proc.wait(15)
-                if rc != 0:
-                    raise RuntimeError(f"bench worker {p.args} exited {rc}:\n{p.output[-3000:]}")
+            out: dict[str, dict[str, Any]] = {}
+            for path, (broker, subs, pub) in workers.items():
+                results = [json.loads(s.wait_for(r"^BENCH result (.*)", timeout=timeout).group(1)) for s in subs]
+                broker_cpu = cpu_seconds(broker.program.proc.pid) - cpu[path]
+                self.send(pub, "stop")
+                sent = json.loads(pub.wait_for(r"^BENCH result (.*)", timeout=30).group(1))
+                for p in (*subs, pub):
+                    rc = p.proc.wait(15)
+                    if rc != 0:
+                        raise RuntimeError(f"bench worker {p.args} exited {rc}:\n{p.output[-3000:]}")
+                out[path] = {"sent": sent, "subscribers": results, "broker_cpu_s": broker_cpu}
         finally:
-            self.reap(*subs, pub)
-        return {"sent": sent, "subscribers": results, "broker_cpu_s": broker_cpu}
+            for _, subs, pub in workers.values():
+                self.reap(*subs, pub)
+        return out
 
     def reap(self, *programs) -> None:
         for p in programs:
@@ -612,8 +631,17 @@ def bus_phase(driver: Driver, opts, raw: dict[str, Any]) -> list[dict[str, Any]]
     for rep in range(runs):
         for sc in scs:
             # alternate which path goes first, so a drift in the machine's load hits both
-            for path in sc.paths if rep % 2 else sc.paths[::-1]:
-                figures = judge_run(sc, driver.run_once(path, sc, brokers[path]))
+            order = sc.paths if rep % 2 else sc.paths[::-1]
+            if sc.mode == "latency":
+                # both paths at once: 1 kHz is light work, and the same bursts of outside
+                # load then fall on both (run one after the other, the p99 ratio measured
+                # mostly which run met a busier moment)
+                together = driver.run_together(sc, {path: brokers[path] for path in order})
+                runs_now = [(path, together[path]) for path in order]
+            else:
+                runs_now = [(path, driver.run_once(path, sc, brokers[path])) for path in order]
+            for path, result in runs_now:
+                figures = judge_run(sc, result)
                 per[sc.key][path].append(figures)
                 say(f"  run {rep + 1}/{runs} {sc.key:<9} {path:<9} " + progress(figures))
     for path, b in brokers.items():

@@ -1,0 +1,101 @@
+"""What each running program has imported: nothing heavy it does not use.
+
+Every program is a separate Python process, so a library it imports but does not need
+costs resident memory once per process (numpy ~15 MB, flask ~20 MB, cryptography ~10 MB,
+asyncio ~7 MB, zmq ~6 MB). The appliance's memory target (total RSS <= 250 MB, each program
+<= 45 MB; `tests/bench/run.py install` measures it) depends on keeping it that way.
+
+The programs are started for real (`python -m appliance ...`, as supervisord runs them) with
+`-X importtime` output in their log, and checked once they say they are ready: the import
+graph of the running program, including what `main` imports lazily, not of a module alone.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import clean_env, make_web_login, start_program
+
+HEAVY = ("numpy", "flask", "werkzeug", "jinja2", "cryptography", "asyncio", "apscheduler", "lasio")
+IMPORT_LINE = re.compile(r"^import time:\s+\d+ \|\s+\d+ \|\s*([\w.]+)\s*$")
+
+
+def imported(output: str) -> set[str]:
+    """Top-level packages named in `-X importtime` lines."""
+    return {m.group(1).split(".")[0] for line in output.splitlines() if (m := IMPORT_LINE.match(line))}
+
+
+def profiled_env(tmp: Path) -> dict[str, str]:
+    return {**clean_env(tmp), "PYTHONPROFILEIMPORTTIME": "1"}
+
+
+def run_until_ready(args: list[str], ready: str, tmp: Path) -> set[str]:
+    program = start_program(args, tmp, env=profiled_env(tmp))
+    program.wait_for(ready, timeout=60)
+    program.stop()
+    modules = imported(program.output)
+    assert {"appliance", "logging"} <= modules, program.output[-2000:]  # the profile was read
+    return modules
+
+
+@pytest.mark.parametrize("name, ready, also_banned", [
+    ("broker", r"ready: frontend", ("sqlite3",)),
+    ("logger", r"ready: listening", ("sqlite3",)),
+    ("wits0-out", r"ready: wits0-out is off", ("sqlite3",)),
+])
+def test_bus_programs_import_no_heavy_library(broker, tmp_path, name, ready, also_banned):
+    args = [name] if name == "broker" else [name, *broker.port_args()]
+    if name == "broker":
+        args += ["--set", "broker_frontend_port=0", "--set", "broker_backend_port=0"]
+    modules = run_until_ready(args, ready, tmp_path)
+    assert "zmq" in modules
+    assert not modules & {*HEAVY, *also_banned}, sorted(modules & {*HEAVY, *also_banned})
+
+
+def test_program_alerts_carries_no_zeromq_until_a_program_crashes(tmp_path):
+    """The event listener mostly waits: the bus is connected at the first alert."""
+    proc = subprocess.Popen([sys.executable, "-m", "appliance", "program-alerts",
+                             "--set", f"database_path={tmp_path / 'none.db'}"],
+                            cwd=tmp_path, env=profiled_env(tmp_path), stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        assert proc.stdout.readline() == b"READY\n"  # the event listener protocol: it is waiting
+    finally:
+        proc.stdin.close()  # supervisord gone: the listener ends
+        err = proc.stderr.read().decode()
+        assert proc.wait(30) == 0, err[-2000:]
+        proc.stdout.close()
+        proc.stderr.close()
+    modules = imported(err)
+    banned = {*HEAVY, "zmq", "orjson"}
+    assert "appliance" in modules and not modules & banned, sorted(modules & banned)
+
+
+def test_web_imports_neither_numpy_nor_cryptography_nor_asyncio(broker, tmp_path):
+    """numpy only arrives with the Analytics KPIs (on first use), cryptography never: the
+    certificate is read with the stdlib decoder."""
+    login = make_web_login(tmp_path)
+    modules = run_until_ready(["web", *broker.port_args(), "--set", f"database_path={tmp_path / 'db.db'}",
+                               "--set", f"data_dir={tmp_path}", "--set", "web_port=0", "--set", "web_http_port=-1",
+                               "--set", f"supervisor_socket={tmp_path / 'none.sock'}", *login.args()],
+                              r"ready: dashboard", tmp_path)
+    assert {"flask", "waitress", "zmq"} <= modules
+    banned = {"numpy", "cryptography", "asyncio", "apscheduler"}
+    assert not modules & banned, sorted(modules & banned)
+
+
+def test_rigtel_help_and_config_import_only_the_standard_library(tmp_path):
+    env = profiled_env(tmp_path)
+    for args in (["--help"], ["config"]):
+        run = subprocess.run([sys.executable, "-m", "appliance", *args], cwd=tmp_path, env=env,
+                             capture_output=True, text=True, timeout=60)
+        assert run.returncode == 0, run.stderr[-2000:]
+        modules = imported(run.stderr)
+        assert "appliance" in modules
+        banned = {*HEAVY, "zmq", "orjson", "sqlite3", "waitress"}
+        assert not modules & banned, (args, sorted(modules & banned))
