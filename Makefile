@@ -13,7 +13,7 @@ BUNDLE_PYTHON ?= 3.11
 BUNDLE_GLIBC  ?= 2.28
 BUNDLE_ARCH   ?= x86_64
 
-.PHONY: help run status stop config test bench chaos lock clean bundle
+.PHONY: help run status stop config test bench chaos soak lock clean bundle
 
 help:
 	@echo "make run     start the whole appliance (supervisord, dev prefix $(PREFIX)); Ctrl-C stops"
@@ -23,6 +23,7 @@ help:
 	@echo "make test    run the whole test suite"
 	@echo "make bench   run the benchmarks (figures and ratios against a bare baseline)"
 	@echo "make chaos   kill programs at random for CHAOS_MINUTES (10), then check nothing was lost"
+	@echo "make soak    run at 100 Hz with the dashboard streaming for SOAK_MINUTES (60): memory, files, threads flat?"
 	@echo "make bundle  the offline installation bundle in dist/ (needs the registry once; BUNDLE_PYTHON=$(BUNDLE_PYTHON) BUNDLE_GLIBC=$(BUNDLE_GLIBC) BUNDLE_ARCH=$(BUNDLE_ARCH))"
 	@echo "make lock    re-resolve requirements*.lock from requirements*.in (needs the registry)"
 
@@ -66,6 +67,9 @@ bench: $(STAMP)
 
 chaos: $(STAMP)
 	$(PY) tests/chaos.py
+
+soak: $(STAMP) browser-deps
+	$(PY) tests/soak.py
 
 bundle: $(STAMP)
 	$(PY) installer/bundle.py --python $(BUNDLE_PYTHON) --glibc $(BUNDLE_GLIBC) --arch $(BUNDLE_ARCH)

@@ -341,6 +341,10 @@ SETTINGS: tuple[Setting, ...] = (
             "Longest a received message waits before the saver commits it, in milliseconds."),
     Setting("saver_batch_frames", _int_range(1, 1_000_000), "20000",
             "The saver commits as soon as this many frames are waiting."),
+    Setting("saver_max_pending_frames", _int_range(1000, 100_000_000), "500000",
+            "Most frames the saver holds in memory while it cannot commit (a full disk), about 200 bytes "
+            "each; beyond it messages are left in the sources' spools (recorded as gaps, fetched when "
+            "commits work again) and a saver-backlog alert is raised."),
     # -- maintenance (backups, retention, disk guard)
     Setting("backup_dir", _text, "",
             "Folder for database backups (empty: DATA_DIR/backups)."),

@@ -36,6 +36,7 @@ import time
 from collections import Counter
 from contextlib import closing
 from pathlib import Path
+from typing import Callable
 
 import orjson
 
@@ -74,7 +75,9 @@ def build_bundle() -> Path:
 class Appliance:
     """The appliance installed under a prefix by install.sh, and supervisord running it."""
 
-    def __init__(self, prefix: Path, rate_hz: int) -> None:
+    def __init__(self, prefix: Path, rate_hz: int, rig_id: str = "chaos",
+                 port: Callable[[], int] = free_port) -> None:
+        """`port` picks each listening port (the soak keeps its ports apart from the chaos run's)."""
         if prefix.exists():
             ctl = prefix / "root/opt/rigtel/current/venv/bin/supervisorctl"
             if ctl.exists():  # a previous run's, if it is still up
@@ -91,15 +94,17 @@ class Appliance:
         with tarfile.open(tarball) as tar:
             tar.extractall(prefix, filter="tar")
         bundle = next(p for p in prefix.iterdir() if p.name.startswith("rigtel-"))
+        self.admin = ("admin", f"{rig_id}-monkey-password")
         password = prefix / "admin-password"
-        password.write_text("chaos-monkey-password\n")
+        password.write_text(self.admin[1] + "\n")
         password.chmod(0o600)
-        sets = {"rig_id": "chaos", "simulator_rate_hz": str(rate_hz), "simulator_speed": "1",
+        sets = {"rig_id": rig_id, "simulator_rate_hz": str(rate_hz), "simulator_speed": "1",
                 "maintenance_check_s": "10", "disk_min_free_mb": "0",
                 # the installed default points inside site-packages, where the map is not
                 # (reported to the integrator); the release folder has it
                 "wits0_out_map": str(self.root / "opt/rigtel/current/etc/wits0-out-map.txt"),
-                **{s.name: str(free_port()) for s in SETTINGS if s.name.endswith("_port")}}
+                **{s.name: str(port()) for s in SETTINGS if s.name.endswith("_port")}}
+        self.settings = sets
         say(f"installing {tarball.name} under {self.root}")
         run = subprocess.run([str(bundle / "install.sh"), "--prefix", str(self.root), "--admin-password-file",
                               str(password), *[a for k, v in sets.items() for a in ("--set", f"{k}={v}")]],
@@ -225,10 +230,17 @@ def main(argv: list[str]) -> int:
         app.wait_running()
         time.sleep(5)
 
+        def recovered() -> int:
+            return query(app.db, "SELECT coalesce(sum(last_seq - first_seq + 1), 0) FROM gaps "
+                                 "WHERE state = 'recovered'")[0][0]
+
         say("killing supervisord and every program at once, then starting again")
+        before_kill_all = recovered()
         app.kill_everything()
+        killed_at = time.monotonic()
         app.start()
         app.wait_running()
+        back_s = time.monotonic() - killed_at
         time.sleep(10)  # a few announcements: the saver fetches the tails of the killed runs
 
         say("stopping the source; waiting for the saver to catch up")
@@ -250,6 +262,12 @@ def main(argv: list[str]) -> int:
             time.sleep(1)
         catch_up_s = time.monotonic() - stop_at
         got = stored()
+        after_kill_all = recovered() - before_kill_all
+        # a message stored twice counts in `messages` without widening the stream's range
+        twice = {boot: max(0, n - (last - first + 1)) for boot, (first, last, n) in got.items()}
+        duplicates = sum(twice.values())
+        not_stored = sum(max(0, n - (got[boot][2] - twice[boot] if boot in got else 0))
+                         for boot, (_, _, n) in want.items())
         messages = sum(last - first + 1 for first, last, _ in sent.values())
         frames = sum(f for _, _, f in sent.values())
 
@@ -296,6 +314,9 @@ def main(argv: list[str]) -> int:
 
         say(f"source: {len(sent)} run(s), {messages} messages, {frames} frames published")
         say(f"stored: {sum(n for _, _, n in got.values())} messages; {raw} raw frames; roll-ups {rollup}")
+        say(f"duplicates: {duplicates}; missing: {not_stored}; restarts: {sum(kills.values())} kills, then the kill-all")
+        say(f"kill-all (power-loss stand-in): all RUNNING again {back_s:.1f} s after; "
+            f"{after_kill_all} message(s) fetched from the spools since (all sources)")
         say(f"gaps: recovered {gaps.get('recovered', 0)} message(s) from the spool, lost {gaps.get('lost', 0)}, "
             f"pending {gaps.get('pending', 0)}; caught up {catch_up_s:.1f} s after the source stopped")
         say(f"programs: {', '.join(f'{n} {s}' for n, (s, _) in sorted(states.items()))}")

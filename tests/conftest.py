@@ -243,6 +243,26 @@ def wait_subscribed(publisher: Publisher, *collectors: Collector, timeout: float
         collectors[0].wait_change(0.05)
 
 
+def wait_until(condition: Callable[[], object], timeout: float, what: str, poll: float = 0.1):
+    """Poll `condition` until it returns something true, and return that; fail after `timeout`.
+
+    A database another program is still creating or has locked reads as not yet
+    (sqlite3.OperationalError), so conditions can query the saver's database directly."""
+    import sqlite3
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            got = condition()
+        except sqlite3.OperationalError:
+            got = None
+        if got:
+            return got
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(poll)
+
+
 # -- logging in to the dashboard ---------------------------------------------------------
 
 

@@ -136,3 +136,66 @@ def test_protocol_acknowledges_each_event_and_says_ready_again():
     assert list(proto.events(5)) == [] and proto.closed
     for fd in (to_us_r, from_us_r, from_us_w):
         os.close(fd)
+
+
+def _listener(broker, tmp_path, db):
+    """`rigtel program-alerts` as supervisord runs it: events on its stdin, protocol on its
+    stdout (collected with its log lines, which go to stderr)."""
+    import subprocess
+    import sys
+    import threading
+
+    from tests.conftest import _STARTED, REPO, Program, clean_env
+
+    args = ["program-alerts", *broker.port_args(), "--set", f"database_path={db}", "--set", f"data_dir={tmp_path}",
+            "--set", "bus_heartbeat_s=0.5"]
+    proc = subprocess.Popen([sys.executable, "-m", "appliance", *args], cwd=tmp_path, env=clean_env(tmp_path),
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            bufsize=1)
+    program = Program(args, proc)
+    _STARTED.append(program)
+    threading.Thread(target=program._pump, name="pump-program-alerts", daemon=True).start()
+    program.wait_for("ready: listening")
+    return program
+
+
+def test_an_alert_published_while_the_saver_is_down_is_stored_after_the_listener_dies_too(broker, tmp_path):
+    """The saver killed -9, the listener raises its alert, then the listener is killed -9
+    too before anything could store it: the restarted saver fetches it from the listener's
+    spool (the restarted listener serves its earlier run's), so the alert is in the database."""
+    import signal
+
+    from tests.conftest import start_program, wait_until
+
+    db = tmp_path / "rigtel.db"
+    saver_args = ["saver", *broker.port_args(), "--set", f"database_path={db}", "--set", f"data_dir={tmp_path}",
+                  "--set", "bus_heartbeat_s=0.5"]
+    saver = start_program(saver_args, tmp_path)
+    saver.wait_for("ready: writing")
+    listener = _listener(broker, tmp_path, db)
+    saver.proc.send_signal(signal.SIGKILL)
+    saver.proc.wait(10)
+    listener.proc.stdin.write(_event("PROCESS_STATE_EXITED", f"processname:saver groupname:saver from_state:RUNNING "
+                                                             f"expected:0 pid:{saver.proc.pid}").decode())
+    listener.proc.stdin.flush()
+    listener.wait_for("alert program-saver active_unack")
+    listener.proc.send_signal(signal.SIGKILL)
+    listener.proc.wait(10)
+    first = listener
+
+    saver = start_program(saver_args, tmp_path)
+    saver.wait_for("ready: writing")
+    listener = _listener(broker, tmp_path, db)  # its spool holds the first run's alert
+    try:
+        rows = wait_until(lambda: sqlite3.connect(f"file:{db}?mode=ro", uri=True).execute(
+            "SELECT state, src, seq FROM alerts WHERE alert_id = 'program-saver'").fetchall(), 60,
+            f"the saver's program-down alert stored; saver:\n{saver.output[-3000:]}\nlistener:\n{listener.output[-3000:]}")
+        assert [r[0] for r in rows] == ["active_unack"], rows
+        gaps = sqlite3.connect(f"file:{db}?mode=ro", uri=True).execute(
+            "SELECT state, last_seq - first_seq + 1 FROM gaps WHERE topic = 'alert' AND src = ?", (rows[0][1],)).fetchall()
+        assert gaps and all(state == "recovered" for state, _ in gaps), gaps  # fetched from the spool
+    finally:
+        listener.proc.stdin.close()  # supervisord went away: the listener stops
+        assert listener.proc.wait(20) == 0
+        assert saver.stop() == 0
+        first.proc.stdin.close()

@@ -19,7 +19,7 @@ import pytest
 
 from appliance.bus import Publisher
 from appliance.bus.spool import scan
-from tests.conftest import Program, start_broker, start_program
+from tests.conftest import Program, start_broker, start_program, wait_until
 
 T0 = 1_764_449_520_000
 SUMMARY = re.compile(r"rig time \S+, (\d+) frames \(\S+\) in \d+ messages")
@@ -28,20 +28,6 @@ SUMMARY = re.compile(r"rig time \S+, (\d+) frames \(\S+\) in \d+ messages")
 def rows(db: Path, sql: str, *args) -> list[tuple]:
     with closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as conn:
         return conn.execute(sql, args).fetchall()
-
-
-def wait_until(condition, timeout: float, what: str, poll: float = 0.1):
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            got = condition()
-        except sqlite3.OperationalError:
-            got = None
-        if got:
-            return got
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(poll)
 
 
 def start_saver(broker, tmp: Path, db: Path, *extra: str) -> Program:

@@ -12,17 +12,21 @@ stdout belongs to the protocol; this program logs to stderr.
 
 A crash is exactly when the bus may be down (the broker itself died) or the saver is not
 listening (the saver died), and a fresh publisher's first messages are lost anyway (ZeroMQ's
-slow joiner). So an alert is not taken as delivered until the saver has stored it: the
-database is read (read-only) and an event that is not there after `RETRY_S` is published
-again, with its original time. Events of one alert are delivered in order: a later event
-waits until the earlier one is stored, so the stored history and the alert's current state
-(its newest row) stay right.
+slow joiner). So every alert event goes into this program's spool as it is published
+(`Publisher(spool=True)`, appliance.bus.spool): a saver that missed it fetches it from
+there, even when this listener was killed right after publishing and the event was never
+seen on the bus. And an alert is not taken as delivered until the saver has stored it: the
+database is read (read-only); an event still not there after `spool_recovery_wait_s` plus
+`RETRY_S` (the saver has given up on the spool) is published again, with its original time.
+Events of one alert are delivered in order: a later event waits until the earlier one is
+stored, so the stored history and the alert's current state (its newest row) stay right.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import re
 import select
 import sqlite3
 import sys
@@ -219,7 +223,9 @@ class Protocol:
         os.write(self.fd_out, b"READY\n")
 
     def events(self, timeout_s: float) -> Iterator[Event]:
-        """Events that arrive within `timeout_s`; each is acknowledged (RESULT OK), then READY."""
+        """Events that arrive within `timeout_s`; each is acknowledged (RESULT OK, then READY)
+        once the caller has handled it: supervisord sends an unacknowledged event again to
+        the restarted listener, so one killed mid-event loses nothing."""
         readable, _, _ = select.select([self.fd_in], [], [], timeout_s)
         if not readable:
             return
@@ -229,27 +235,37 @@ class Protocol:
             return
         events, self.buffer = parse_events(self.buffer + chunk)
         for event in events:
+            yield event
             os.write(self.fd_out, b"RESULT 2\nOK")
             self.ready()
-            yield event
 
 
 class Bus:
-    """The bus publisher, connected at the first alert event: until a program crashes the
-    listener carries no ZeroMQ (about 7 MB less resident memory for a process that mostly
-    waits). The first message of a fresh publisher is lost to ZeroMQ's slow joiner; the
-    Outbox publishes it again after `RETRY_S`, as it does when the saver is down."""
+    """The spooling bus publisher, connected at the first alert event: until a program
+    crashes the listener carries no ZeroMQ (about 7 MB less resident memory for a process
+    that mostly waits). But when the spool already holds an earlier run's alerts it connects
+    at start, so that the saver can fetch what that run published and it never stored (a
+    listener killed right after publishing). A fresh publisher's first message is lost to
+    ZeroMQ's slow joiner; the saver fetches it from the spool (the stream's tail)."""
 
     def __init__(self, cfg: Any) -> None:
         self.cfg = cfg
         self.src = f"{cfg.rig_id}.supervisor"  # the id Publisher("supervisor") takes
         self.publisher: Any = None
+        # appliance.bus.spool.folder_name, without importing ZeroMQ with it
+        folder = os.path.join(cfg.spool_dir or os.path.join(cfg.data_dir, "spool"),
+                              re.sub(r"[^A-Za-z0-9_.-]", "_", self.src)[:200] or "_")
+        if os.path.isdir(folder) and any(name.endswith(".seg") for name in os.listdir(folder)):
+            self._connect()
+
+    def _connect(self) -> None:
+        from appliance.bus.publisher import Publisher
+
+        self.publisher = Publisher("supervisor", settings=self.cfg, spool=True)
 
     def publish(self, ts: int, data: dict[str, Any]) -> int:
         if self.publisher is None:
-            from appliance.bus.publisher import Publisher
-
-            self.publisher = Publisher("supervisor", settings=self.cfg)
+            self._connect()
         return self.publisher.publish(ALERT_TOPIC, data, ts=ts)
 
     def close(self) -> None:
@@ -267,7 +283,8 @@ def main(argv: Sequence[str]) -> int:
                           "(run by supervisord, not by hand)", argv)
     bus = Bus(cfg)
     table = AlertTable(cfg.database_path, bus.src)
-    outbox = Outbox(publish=bus.publish, stored=table.stored)
+    # published once: the spool delivers it; again only after the saver gave the spool up
+    outbox = Outbox(publish=bus.publish, stored=table.stored, retry_s=cfg.spool_recovery_wait_s + RETRY_S)
     outbox.raised.update(table.raised())
     protocol = Protocol()
     protocol.ready()
@@ -279,6 +296,7 @@ def main(argv: Sequence[str]) -> int:
                     continue
                 data = alert_for(event)
                 if data and outbox.add(time.time_ns() // 1_000_000, data):
+                    outbox.work()  # published, so in the spool, before supervisord is answered
                     (log.warning if data["state"] == "active_unack" else log.info)(
                         "alert %s %s: %s", data["id"], data["state"], data["message"])
             outbox.work()

@@ -455,7 +455,8 @@ def main(argv: Sequence[str]) -> int:
     logging.getLogger("apscheduler").setLevel(logging.WARNING)  # not a line per run
     stop = StopSignal().install()
     outbox: queue.SimpleQueue[tuple[str, dict]] = queue.SimpleQueue()
-    with Publisher("maintenance", settings=cfg) as pub:
+    # spooled: an alert published while the saver or the broker is down is fetched later
+    with Publisher("maintenance", settings=cfg, spool=True) as pub:
         jobs = Maintenance(cfg, emit=lambda topic, data: outbox.put((topic, data)), stop=stop.event, src=pub.src)
         scheduler = build_scheduler(cfg, jobs)
         heartbeat = Heartbeat(pub, "maintenance", cfg.bus_heartbeat_s, stats=jobs.summary)

@@ -190,6 +190,8 @@ class Recovery:
         self.recovered_seqs: dict[tuple[str, str, str], collections.deque] = {}
         self.alert_due: dict[tuple[str, str], list] = {}  # (src, topic) -> [next allowed, lost, ranges]
         self.stats = collections.Counter(recovered=0, lost=0, fetches=0, timeouts=0, duplicates=0)
+        self.held_at: float | None = None  # monotonic; fetching paused (the saver cannot commit)
+        self.shed_records: dict[tuple[str, str, str], GapRecord] = {}  # the newest shed range per stream
         for record in pending or []:
             record.deadline = self.started + wait_s
             self._track(record)
@@ -257,6 +259,40 @@ class Recovery:
         self.active.add((record.src, record.boot, record.topic))
         self.pending.append(record)
         self.fronts[(record.src, record.boot, record.topic, record.first_seq)] = record
+
+    # -- the saver cannot commit: shed, and hold the fetching -------------------------------
+
+    def shed(self, src: str, boot: str, topic: str, seq: int, detected_ms: int) -> GapRecord:
+        """A live message the saver has no room for: it becomes (or extends) a pending gap,
+        to be fetched from the source's spool once commits work again (recorded lost, as any
+        gap, if the source keeps no spool). Never clipped to `known`: a message filling a
+        pending gap (claim) may be shed too."""
+        key = (src, boot, topic)
+        self.known[key] = max(self.known.get(key, 0), seq)
+        record = self.shed_records.get(key)
+        if (record is not None and record.state == PENDING and not record.asking
+                and record.last_seq == seq - 1 and not record.empty):
+            record.last_seq = seq
+            return record
+        record = GapRecord(src, boot, topic, seq, seq, detected_ms, deadline=time.monotonic() + self.wait_s)
+        self._track(record)
+        self.shed_records[key] = record
+        return record
+
+    def hold(self) -> None:
+        """Pause fetching (nothing fetched could be stored) and the clocks that give gaps up."""
+        if self.held_at is None:
+            self.held_at = time.monotonic()
+
+    def release(self) -> None:
+        """Resume: every pending gap gets back the time it spent held."""
+        if self.held_at is None:
+            return
+        held = time.monotonic() - self.held_at
+        for record in self.pending:
+            record.deadline += held
+        self.held_at = None
+        self.shed_records.clear()
 
     def claim(self, src: str, boot: str, topic: str, seq: int) -> tuple[str, list[GapRecord]] | None:
         """A live message of a stream with recovery going on. Live messages can come late,
@@ -331,8 +367,11 @@ class Recovery:
             due[2].append((record.boot, first, last, reason))
 
     def poll(self) -> Outcome:
-        """Take the fetcher's replies, ask for what is next, give up what waited too long."""
+        """Take the fetcher's replies, ask for what is next, give up what waited too long.
+        Nothing while held: replies in flight wait in the fetcher's outbox."""
         out = Outcome([], [], [])
+        if self.held_at is not None:
+            return out
         now = time.monotonic()
         if self.fetcher is not None:
             while True:

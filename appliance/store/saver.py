@@ -9,6 +9,13 @@ missed while it was down. Every gap is fetched from the source's spool when it k
 in order like live messages; what cannot be fetched is recorded lost in `gaps` and raised
 as a `data_gap` alert. Rejected messages, refused values and repeated messages go to
 `dead_letters` with their reason. SIGTERM commits what is waiting and exits 0.
+
+While commits fail (a full disk) the saver keeps its batch and retries every second, but
+holds at most `saver_max_pending_frames` frames: beyond that each message is shed — its
+sequence number goes into a pending gap instead of memory, to be fetched from the
+source's spool once a commit works again (or recorded lost, with an alert, when the
+source keeps none) — fetching pauses, rejected messages are counted instead of kept, and
+a `saver-backlog` alert says how much waits in the spools. Nothing is dropped silently.
 """
 
 from __future__ import annotations
@@ -32,6 +39,7 @@ log = logging.getLogger("rigtel.saver")
 
 SKIP_PREFIX = "sys."
 RETRY_S = 1.0
+BACKLOG_ALERT = "saver-backlog"
 SHUTDOWN_S = 10.0  # supervisord waits stopwaitsecs = 15 s before SIGKILL
 
 
@@ -41,6 +49,10 @@ class Saver(DataSubscriber):
         self.writer = writer
         self.flush_s = cfg.saver_flush_ms / 1000
         self.batch_frames = cfg.saver_batch_frames
+        self.max_pending_frames = cfg.saver_max_pending_frames
+        self.shedding = False
+        self.shed = {"messages": 0, "frames": 0, "dead_letters": 0}  # this episode
+        self.shed_total = 0  # messages, since the start
         self.batch = Batch()
         self._gaps_in_batch: set[int] = set()  # ids of the gap records in self.batch
         self.pending_frames = 0
@@ -72,7 +84,8 @@ class Saver(DataSubscriber):
                 "alerts": t.alerts, "thresholds": t.thresholds, "dead_letters": t.dead_letters, "gaps": t.gaps,
                 "pending_frames": self.pending_frames, "last_commit_ms": self.last_commit_ms,
                 "recovered": r.stats["recovered"], "lost": r.stats["lost"],
-                "pending_gaps": len(r.pending), "spools": len(r.endpoints), "duplicates": r.stats["duplicates"]}
+                "pending_gaps": len(r.pending), "spools": len(r.endpoints), "duplicates": r.stats["duplicates"],
+                "shed": self.shed_total}
 
     # -- collecting -----------------------------------------------------------------------
 
@@ -96,6 +109,9 @@ class Saver(DataSubscriber):
                 if verdict == "duplicate":  # its copy was fetched from the spool and is stored
                     return
                 self._add_gaps(changed)
+        if self._at_bound():
+            self._shed(env)
+            return
         self._pending(len(env.frames))
         self.batch.envelopes.append(env)
         if self.pending_frames >= self.batch_frames and time.monotonic() >= self.retry_at:
@@ -145,20 +161,79 @@ class Saver(DataSubscriber):
         if self.recovery.is_pending(env.src, env.boot, env.topic, env.seq):
             return True  # late, but a gap waits for it: on_envelope stores it
         last = self.tracker.last.get((env.src, env.boot, env.topic))
-        self._pending(0)
+        if self._full():
+            return False
+        self._pending(1)
         self.batch.refused.append((now_ms(), env.topic, env.src, env.seq,
                                    f"repeated or out of order: seq {env.seq} after {last}",
                                    env.size, b""))
         return False
 
     def on_reject(self, reject: Reject) -> None:
-        self._pending(0)
+        if self._full():
+            return
+        self._pending(1)
         self.batch.rejects.append(reject)
+
+    # -- no room: the database cannot take what arrives --------------------------------------
+
+    def _full(self) -> bool:
+        """Whether the batch is at its bound; a dead letter that finds it so is counted, not kept
+        (it is not data a spool could give back)."""
+        if not self._at_bound():
+            return False
+        self._start_shedding()
+        self.shed["dead_letters"] += 1
+        return True
+
+    def _at_bound(self) -> bool:
+        """The batch holds saver_max_pending_frames and cannot be committed now."""
+        if self.pending_frames < self.max_pending_frames:
+            return False
+        return not (time.monotonic() >= self.retry_at and self.flush())
+
+    def _shed(self, env: Envelope) -> None:
+        """No room for `env`: its sequence number joins a pending gap, fetched later."""
+        self._start_shedding()
+        self.shed["messages"] += 1
+        self.shed["frames"] += len(env.frames)
+        self.shed_total += 1
+        self._add_gaps([self.recovery.shed(env.src, env.boot, env.topic, env.seq, now_ms())])
+
+    def _start_shedding(self) -> None:
+        if self.shedding:
+            return
+        self.shedding = True
+        self.recovery.hold()
+        message = (f"the database cannot be written and {self.pending_frames:,} frames wait in memory "
+                   f"(saver_max_pending_frames): newer messages are left in the sources' spools and "
+                   f"will be fetched once it can be written again; free space on the disk of the database")
+        log.error("%s", message)
+        self._raise({"id": BACKLOG_ALERT, "kind": "saver_backlog", "state": "active_unack", "priority": "high",
+                     "message": message})
+
+    def _stop_shedding(self) -> None:
+        """The batch committed: fetch what was shed, say how much it was."""
+        shed = self.shed
+        self.shedding = False
+        self.shed = {"messages": 0, "frames": 0, "dead_letters": 0}
+        self.recovery.release()
+        message = (f"the database is written again: {shed['messages']:,} message(s) ({shed['frames']:,} frames) "
+                   f"were left in the sources' spools and are fetched now; what a source without a spool cannot "
+                   f"give back is recorded lost in the gaps table"
+                   + (f"; {shed['dead_letters']:,} rejected message(s) could not be kept as dead letters"
+                      if shed["dead_letters"] else ""))
+        log.warning("%s", message)
+        self._raise({"id": BACKLOG_ALERT, "kind": "saver_backlog", "state": "cleared_unack", "priority": "high",
+                     "message": message, "shed_messages": shed["messages"], "shed_frames": shed["frames"],
+                     "dead_letters_not_kept": shed["dead_letters"]})
 
     # -- recovering -------------------------------------------------------------------------
 
     def recover(self) -> None:
         """Store what the sources' spools sent back; raise the alerts for what they could not."""
+        if self.shedding:
+            return  # nothing fetched could be stored
         outcome = self.recovery.poll()
         if outcome.envelopes:
             self._pending(sum(len(e.frames) for e in outcome.envelopes))
@@ -213,6 +288,8 @@ class Saver(DataSubscriber):
         self.batch = Batch()
         self._gaps_in_batch = set()
         self.pending_frames = 0
+        if self.shedding:
+            self._stop_shedding()
         return True
 
     def _commit_one_by_one(self) -> bool:

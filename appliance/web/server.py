@@ -16,6 +16,7 @@ import time
 from typing import Sequence
 
 log = logging.getLogger("rigtel.web")
+OUTBUF_HIGH_WATERMARK = 1 << 20  # bytes of a response buffered per connection (see create_server below)
 
 
 def main(argv: Sequence[str]) -> int:
@@ -41,7 +42,12 @@ def main(argv: Sequence[str]) -> int:
         inner = create_server(ClientAddress(app, peers, cfg.web_trusted_proxy), host="127.0.0.1", port=0,
                               threads=cfg.web_threads, url_scheme="https", ident="rigtel",
                               connection_limit=cfg.web_max_connections + 10, channel_timeout=60,
-                              cleanup_interval=10, expose_tracebacks=cfg.web_debug)
+                              cleanup_interval=10, expose_tracebacks=cfg.web_debug,
+                              # waitress keeps a response's sent bytes in its buffer until that has
+                              # taken this much (16 MB by default): a live stream's memory would saw
+                              # up and down by 16 MB each, and a slow reader would be 16 MB behind
+                              # before the hub's per-stream queue skipped it forward
+                              outbuf_high_watermark=OUTBUF_HIGH_WATERMARK)
         servers.append(inner)
         front = TLSFront(cfg.web_host, cfg.web_port, ("127.0.0.1", int(inner.effective_port)),
                          cfg.tls_cert_file, cfg.tls_key_file, peers, cfg.web_max_connections,
