@@ -100,9 +100,10 @@ class Publisher:
                 raise
 
     def _start_spool(self, cfg: Config) -> None:
-        from appliance.bus.spool import Spool, SpoolServer, folder_name
+        from appliance.bus.spool import Spool, SpoolServer
+        from appliance.bus.spooldir import spool_folder
 
-        folder = os.path.join(cfg.spool_dir or os.path.join(cfg.data_dir, "spool"), folder_name(self.src))
+        folder = spool_folder(cfg, self.src)
         self.spool = Spool(folder, self.boot, max_bytes=cfg.spool_max_mb * 1024 * 1024,
                            max_age_s=cfg.spool_max_age_h * 3600, fsync_s=cfg.spool_fsync_s)
         self._spool_server = SpoolServer(self.spool, self.src, self.boot, self.endpoint, self._context,

@@ -58,11 +58,6 @@ SEGMENT_NAME = re.compile(r"^(\d{13})-([A-Za-z0-9]+)-(\d{6})\.seg$")
 MB = 1024 * 1024
 
 
-def folder_name(src: str) -> str:
-    """A source id as a folder name (ids are user text: keep it to safe characters)."""
-    return re.sub(r"[^A-Za-z0-9_.-]", "_", src)[:200] or "_"
-
-
 @dataclass
 class Segment:
     path: Path

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 import select
 import sqlite3
 import sys
@@ -252,9 +251,9 @@ class Bus:
         self.cfg = cfg
         self.src = f"{cfg.rig_id}.supervisor"  # the id Publisher("supervisor") takes
         self.publisher: Any = None
-        # appliance.bus.spool.folder_name, without importing ZeroMQ with it
-        folder = os.path.join(cfg.spool_dir or os.path.join(cfg.data_dir, "spool"),
-                              re.sub(r"[^A-Za-z0-9_.-]", "_", self.src)[:200] or "_")
+        from appliance.bus.spooldir import spool_folder  # no ZeroMQ with it
+
+        folder = spool_folder(cfg, self.src)
         if os.path.isdir(folder) and any(name.endswith(".seg") for name in os.listdir(folder)):
             self._connect()
 
