@@ -338,6 +338,60 @@ def test_a_spike_never_reaches_the_detectors():
     assert p.guard.spike_count("MFOA", 300) == 1 and p.guard.spike_count("TVA", 300) == 1
 
 
+def cleaned(frames) -> list[dict[str, float]]:
+    """What the sensor checks pass on to the detectors, frame by frame."""
+    from appliance.predict.sensors import SensorGuard
+
+    guard = SensorGuard(P)
+    return [guard.clean(k, f) for k, f in enumerate(frames)]
+
+
+def test_two_spikes_on_consecutive_samples_are_two_spikes_and_judging_goes_on():
+    """A gauge spiking every few seconds spikes on two samples in a row now and then. Read as
+    a step and back it used to count nothing and leave the next 10 samples unchecked while
+    the scatter was relearned (issue 6: the spike alarm's median delay stuck at 90-100 s)."""
+    frames = [drilling(k) for k in range(900)]
+    for k in (800, 801, 805):  # a pair, then a single one four samples after it
+        frames[k]["HKLA"] += 120.0 + k % 7
+    p, res = run(frames)
+    assert p.guard.spike_count("HKLA", 300) == 3
+    first = raised(res)
+    assert 806 <= first["sensor.spike.HKLA"] <= 808, first
+    # the pair's second sample goes out as a step; its return is judged against the old
+    # scatter, and the samples after it are judged at once (no relearning window)
+    out = cleaned(frames)
+    assert "HKLA" not in out[800] and out[802]["HKLA"] == frames[802]["HKLA"]
+    assert "HKLA" not in out[805] and out[806]["HKLA"] == frames[806]["HKLA"]
+
+
+def test_a_real_step_stays_a_step():
+    frames = [drilling(k) for k in range(900)]
+    for k in range(800, 900):  # the hookload steps by 120 klbf and stays
+        frames[k]["HKLA"] += 120.0
+    p, res = run(frames)
+    assert p.guard.spike_count("HKLA", 300) == 0
+    out = cleaned(frames)
+    assert "HKLA" not in out[800]  # held back one sample: it might have been a spike
+    assert [out[k]["HKLA"] for k in range(801, 900)] == [frames[k]["HKLA"] for k in range(801, 900)]
+    assert not any(a["id"] == "sensor.spike.HKLA" for r in res for a in r.alerts)
+
+
+def test_erratic_torque_and_a_spiking_pressure_gauge_are_no_packoff():
+    """Issue 6: erratic torque plus two spikes of a faulty SPPA gauge raised a pack-off, and
+    that pack-off then excused the spikes as pressure surges, holding the gauge's alarm. A
+    pack-off's surges ride on a pressure up for the flow; these sit on a normal pressure."""
+    def faulty(k, f):
+        f["TQA"] += 3.0 * min(1.0, (k - 1500) / 60) * (1 if k % 2 else -1)
+        if k in (1530, 1555, 1580, 1610):
+            f["SPPA"] += 700.0
+        return f
+
+    _, res = run(steady_then(1500, 300, faulty))
+    first = raised(res)
+    assert "packoff" not in first, first
+    assert 1580 < first["sensor.spike.SPPA"] <= 1583, first
+
+
 def test_torque_stepping_up_when_rotation_starts_is_no_spike():
     """Circulating off bottom after a trip in the torque reads a steady zero; rotation
     starts and it steps to ~4.5 kft.lbf and scatters by a few tenths. The step stays (no

@@ -41,7 +41,7 @@ RANGE_SLACK = 0.001  # of the plausible span: this close outside is read as the 
 class ChannelState:
     __slots__ = ("first_s", "last_s", "seen", "last_raw", "run_start_s", "run_len", "change_rate",
                  "moving_before", "accepted", "masd", "candidate", "spikes", "range_s", "range_value",
-                 "floor", "rest", "judged", "learn_until")
+                 "floor", "rest", "judged", "learn_until", "undo")
 
     def __init__(self, t_s: float, floor: float) -> None:
         self.first_s = self.last_s = t_s
@@ -61,6 +61,9 @@ class ChannelState:
         self.rest = floor / 10  # closer to zero than this: at rest (a torque of 0.001 is no torque)
         self.judged = floor > 0  # catalogue channels; an integrator's own are only watched for dropouts
         self.learn_until = WARMUP_SAMPLES  # up to this many samples seen, the scatter is being learned
+        # a step just passed on: (sample number it passed at, value, scatter and learn_until
+        # before it), so that a return on the next sample can undo it as two spikes
+        self.undo: tuple[int, float, float, int] | None = None
 
 
 class SensorGuard:
@@ -107,6 +110,21 @@ class SensorGuard:
                 continue  # suspect: frozen after moving
             # spikes
             prev = st.accepted
+            undo, st.undo = st.undo, None
+            if undo is not None and prev is not None and st.seen == undo[0] + 1:
+                # the sample after a step: back where it was before? Then the "step" was two
+                # spikes on consecutive samples (a gauge spiking every few seconds does that),
+                # not a change of level: count both, and judge on with the scatter from before
+                # (relearning it would leave the next 10 samples unchecked)
+                before, masd, learn_until = undo[1], undo[2], undo[3]
+                limit = max(SPIKE_K * masd, st.floor)
+                if abs(x - before) <= limit and abs(x - before) <= SPIKE_RETURN * abs(prev - before):
+                    st.spikes.append(t_s)
+                    st.spikes.append(t_s)
+                    st.masd, st.learn_until = masd, learn_until
+                    st.accepted = x
+                    out[name] = x
+                    continue
             if prev is None or st.seen <= st.learn_until:
                 if prev is not None:
                     st.masd += (abs(x - prev) - st.masd) * 0.2
@@ -127,6 +145,7 @@ class SensorGuard:
                     # changes how the channel moves (a torque at rest reads a steady zero,
                     # turning it scatters), so the scatter learned before it no longer
                     # says what a jump is: learn it afresh, as after the first sample.
+                    st.undo = (st.seen, prev, st.masd, st.learn_until)
                     st.masd = 0.0
                     st.learn_until = st.seen + WARMUP_SAMPLES
                     st.accepted = x
