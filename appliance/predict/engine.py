@@ -78,7 +78,7 @@ class Predictor:
         self.state = "unknown"
         self.slow: dict[str, float] = {}  # derived channels computed once a second
         self.inputs: Inputs | None = None
-        self.packoff_seen_s = -1e18
+        self.packoff_seen_s: dict[str, float] = {}  # channel -> last time pack-off signs explained its spikes
 
     # -- samples --------------------------------------------------------------------------
 
@@ -147,11 +147,12 @@ class Predictor:
         # limits apply to derived channels too: a PITDEV high limit is the classic pit alarm
         judged = {**means, **derived, **slow}
         conditions += self.limits.conditions(judged, pumps_quiet, p.threshold_off_delay_s, p.threshold_on_delay_s)
-        if self.hydraulics.packoff_signs:
-            self.packoff_seen_s = t
-        # pressure surges of a pack-off are not a broken gauge, for as long as they are counted
-        excused = (frozenset({"SPPA", "TQA"}) if t - self.packoff_seen_s <= p.spike_window_s
-                   else frozenset())
+        for ch in self.hydraulics.explains:
+            self.packoff_seen_s[ch] = t
+        # pressure surges of a pack-off (over its pressure rise) and the spikes of its erratic
+        # torque are not a broken gauge, for as long as they are counted; erratic torque or
+        # an overpull says nothing about the pressure gauge
+        excused = frozenset(ch for ch, seen in self.packoff_seen_s.items() if t - seen <= p.spike_window_s)
         conditions += self.guard.conditions(t, inputs.pumps_on, excused, self.book.records)
         if self.pending:
             conditions = self.pending + conditions

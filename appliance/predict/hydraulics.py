@@ -18,7 +18,13 @@ appliance.predict.pressure:
   than a stand away from where it was last learned, so a weight learned on a short string at
   the end of one trip is never held against the full string at the start of the next.
   Pack-off when the pressure rise comes with erratic torque or spikes, when erratic torque
-  comes with spikes, or on an overpull.
+  comes with spikes, or on an overpull. Spikes are a pack-off's pressure surges only when
+  the pressure is not known to be normal for the flow (the rise CUSUM past half its alarm,
+  or no pressure model yet): a surging annulus raises the pressure under its surges, a
+  spiking gauge does not, and erratic torque plus a faulty gauge's spikes is no pack-off.
+  `explains` names the channels whose spikes the signs present account for (SPPA while the
+  pressure adds up, TQA while the torque is erratic), so their sensor-fault alarm is held;
+  an overpull or erratic torque never excuses the pressure gauge.
 """
 
 from __future__ import annotations
@@ -50,7 +56,7 @@ class HydraulicsWatch:
         self.pickup_norm = Ewma(PICKUP_TAU_S)
         self.pickup_s = 0.0
         self.pickup_bit_ft: float | None = None  # bit depth where the pick-up weight was last learned
-        self.packoff_signs = False
+        self.explains: frozenset[str] = frozenset()  # channels whose spikes pack-off signs explain now
 
     def update(self, inp: Inputs, v: dict[str, float], dt_s: float, flow: Any, guard: Any
                ) -> tuple[dict[str, float], list[Condition]]:
@@ -102,8 +108,12 @@ class HydraulicsWatch:
             self.pickup_bit_ft = bit  # an overpull keeps the weight it is judged against
 
         rise = ps.known and ps.high >= alarm
-        packoff = (rise and (bool(erratic) or spikes >= 2)) or (bool(erratic) and spikes >= 2) or bool(overpull)
-        self.packoff_signs = rise or bool(erratic) or bool(overpull)  # besides spikes: explains them
+        pressure_up = ps.known and ps.high >= alarm / 2
+        # spikes are surges only over a pressure that is (or may be) up: a pack-off's surges
+        # ride on the choked annulus's rise, a faulty gauge's spikes on a normal pressure
+        surges = spikes >= 2 and (pressure_up or not ps.known)
+        packoff = (rise and (bool(erratic) or surges)) or (bool(erratic) and surges) or bool(overpull)
+        self.explains = frozenset(ch for ch, on in (("SPPA", pressure_up), ("TQA", bool(erratic))) if on)
         explained = "kick or loss suspected" if flow.hold else None
         washout = ps.known and ps.low >= alarm
         evidence = {
@@ -124,7 +134,7 @@ class HydraulicsWatch:
                          "hookload_klbf": hook, "overpull_klbf": round(over_klbf, 1) if over_klbf is not None else None,
                          "relied_on": relied + [x for x in ("TQA", "HKLA") if x in v]}
         signs = [s for s, on in (("pressure up for the flow", rise), ("erratic torque", erratic),
-                                 (f"{spikes} pressure spikes", spikes >= 2), ("overpull on pick-up", overpull)) if on]
+                                 (f"{spikes} pressure surges", surges), ("overpull on pick-up", overpull)) if on]
         wash_known = ps.known
         pack_known = ps.known or erratic is not None or overpull is not None
         slow: dict[str, float] = {}
