@@ -46,6 +46,13 @@ def test_scoring_counts_detections_delays_and_false_alarms():
     flat = rows["sensor_fault.flatline"]
     assert (flat["events"], flat["detected"], flat["median_delay_s"]) == (1, 1, 10.0)
     assert rows["sensor_fault.spike"]["events"] == 0  # a raise inside the window, on another channel: not false
+    # ... but not hidden either: a raise inside an event's window that does not catch it
+    # (a pack-off during a spiking gauge) is counted under the detector that raised it
+    assert rows["sensor_fault.spike"]["other_in_events"] == 1
+    assert rows["sensor_fault.spike"]["other_examples"] == ["flat/a at 1020 s: sensor.spike.SPPA"]
+    assert rows["anomaly"]["other_in_events"] == 1
+    assert kick["other_in_events"] == 0  # the catch, the false one after the grace, the one before
+    assert s["other_in_events"] == 2
     assert rows["threshold"]["false_per_24h_normal"] == 1.0
     assert s["false_per_24h_normal"] == 1.0
     total_s = 3 * 4000 + 4000 + 86_400

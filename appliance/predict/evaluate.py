@@ -15,7 +15,11 @@ Per detector (the alert `kind`, sensor faults split by fault) the report gives: 
 events it should catch, how many it caught (a raise of the matching alarm between the
 event's start and its end + GRACE_S), median and worst delay from the event's start,
 false alarms per 24 h (raises outside every event's window, over all scenario time
-outside those windows; the normal-drilling figure separately) and alarms per 10 minutes.
+outside those windows; the normal-drilling figure separately), alarms per 10 minutes, and
+"other in events": raises inside an event's window that do not catch it (a pack-off
+raised during a spiking pressure gauge, a gas anomaly during a kick). They are not called
+false, since some are the event's honest consequences, but they are counted and listed
+under the detector that raised them so a wrong diagnosis cannot hide in an event's window.
 
 `--volve DIR` (default: ../shared/data/volve when present) replays the Volve time logs
 through the predictor and reports, per activity the rig contractor recorded
@@ -175,6 +179,7 @@ class Score:
     false: int = 0
     false_normal: int = 0
     raises: int = 0
+    other: int = 0  # raises inside an event's window that do not catch that event
 
 
 def score(runs: Sequence[Run]) -> dict[str, Any]:
@@ -182,6 +187,7 @@ def score(runs: Sequence[Run]) -> dict[str, Any]:
     rows: dict[str, Score] = defaultdict(Score)
     quiet_s = normal_s = total_s = 0.0
     examples: dict[str, list[str]] = defaultdict(list)
+    other_examples: dict[str, list[str]] = defaultdict(list)
     for run in runs:
         sc = run.scenario
         total_s += sc.duration_s
@@ -203,7 +209,12 @@ def score(runs: Sequence[Run]) -> dict[str, Any]:
         for r in run.raises:
             d = detector_of(r)
             rows[d].raises += 1
-            if not any(lo <= r.ts_ms < hi for lo, hi in windows):
+            inside = [e for e, (lo, hi) in zip(sc.events, windows) if lo <= r.ts_ms < hi]
+            if inside and not any(catches(e, r) for e in inside):
+                rows[d].other += 1
+                if len(other_examples[d]) < 5:
+                    other_examples[d].append(f"{sc.name} at {(r.ts_ms - ORIGIN_MS) / 1000:.0f} s: {r.id}")
+            if not inside:
                 rows[d].false += 1
                 if not sc.events:
                     rows[d].false_normal += 1
@@ -220,7 +231,9 @@ def score(runs: Sequence[Run]) -> dict[str, Any]:
             "false_per_24h": round(s.false / quiet_s * DAY_S, 2) if quiet_s else None,
             "false_per_24h_normal": round(s.false_normal / normal_s * DAY_S, 2) if normal_s else None,
             "alarms_per_10min": round(s.raises / total_s * 600.0, 4) if total_s else None,
-            "missed": s.missed, "false_examples": examples.get(name, [])})
+            "other_in_events": s.other,
+            "missed": s.missed, "false_examples": examples.get(name, []),
+            "other_examples": other_examples.get(name, [])})
     all_delays = [d for s in rows.values() for d in s.delays_s]
     all_raises = sum(s.raises for s in rows.values())
     all_false_normal = sum(s.false_normal for s in rows.values())
@@ -230,6 +243,7 @@ def score(runs: Sequence[Run]) -> dict[str, Any]:
             "median_delay_s": round(statistics.median(all_delays), 1) if all_delays else None,
             "worst_delay_s": round(max(all_delays), 1) if all_delays else None,
             "alarms_per_10min": round(all_raises / total_s * 600.0, 4) if total_s else None,
+            "other_in_events": sum(s.other for s in rows.values()),
             "false_per_24h_normal": round(all_false_normal / normal_s * DAY_S, 2) if normal_s else None}
 
 
@@ -353,21 +367,25 @@ def print_report(result: dict[str, Any], out=sys.stdout) -> None:
     print(f"simulator: {sim['hours']} h of rig time ({sim['normal_hours']} h normal drilling), "
           f"{sim['frames']} frames, predictor {sim['us_per_frame']} us/frame", file=out)
     head = (f"{'detector':<24} {'events':>6} {'found':>5} {'rate':>6} {'median s':>9} {'worst s':>8} "
-            f"{'false/24h':>9} {'normal':>7} {'per 10min':>9}")
+            f"{'false/24h':>9} {'normal':>7} {'per 10min':>9} {'other in ev':>11}")
     print(head, file=out)
     print("-" * len(head), file=out)
     for r in sim["detectors"]:
         print(f"{r['detector']:<24} {r['events']:>6} {r['detected']:>5} {_fmt(r['detection_rate'], '.0%'):>6} "
               f"{_fmt(r['median_delay_s']):>9} {_fmt(r['worst_delay_s']):>8} {_fmt(r['false_per_24h']):>9} "
-              f"{_fmt(r['false_per_24h_normal']):>7} {_fmt(r['alarms_per_10min'], '.4f'):>9}", file=out)
+              f"{_fmt(r['false_per_24h_normal']):>7} {_fmt(r['alarms_per_10min'], '.4f'):>9} "
+              f"{r['other_in_events']:>11}", file=out)
     print(f"all detectors: {sim['detected']} of {sim['events']} events detected, median delay "
           f"{_fmt(sim['median_delay_s'])} s, worst {_fmt(sim['worst_delay_s'])} s; {sim['alarms_per_10min']} alarms "
-          f"per 10 minutes; {sim['false_per_24h_normal']} false alarms per 24 h of normal drilling", file=out)
+          f"per 10 minutes; {sim['false_per_24h_normal']} false alarms per 24 h of normal drilling; "
+          f"{sim['other_in_events']} other alarm(s) inside events' windows", file=out)
     for r in sim["detectors"]:
         for m in r["missed"]:
             print(f"  missed: {r['detector']} in {m}", file=out)
         for x in r["false_examples"]:
             print(f"  false {r['detector']}: {x}", file=out)
+        for x in r["other_examples"]:
+            print(f"  other in event {r['detector']}: {x}", file=out)
     print("\nrig state against the simulator's activity:", file=out)
     for activity, s in result["simulator_states"].items():
         print(f"  {activity:<14} {s['frames']:>7} frames  {s['agreement']:.1%}  {s['states']}", file=out)
