@@ -62,6 +62,15 @@ def say(text: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {text}", flush=True)
 
 
+def verdict(failures: list[str], passed: str) -> int:
+    """Every failure said, and the exit status of the run."""
+    for f in failures:
+        say(f"FAILED: {f}")
+    if not failures:
+        say(passed)
+    return 1 if failures else 0
+
+
 def build_bundle() -> Path:
     """The extracted bundle folder, built from this checkout (wheels cached in var/)."""
     out = subprocess.run([sys.executable, str(REPO / "installer/bundle.py"), "--cache",
@@ -168,6 +177,7 @@ class Appliance:
 
     def shutdown(self) -> None:
         self.ctl("shutdown")
+        say(f"the installed appliance stays in {self.root} for a look (logs in var/log/rigtel)")
 
 
 def query(db: Path, sql: str, *args) -> list[tuple]:
@@ -324,13 +334,7 @@ def main(argv: list[str]) -> int:
         say(f"other sources' gaps not recovered (they keep no spool, or lost): {others or 'none'}")
     finally:
         app.shutdown()
-        say(f"the installed appliance stays in {app.root} for a look (logs in var/log/rigtel)")
-    if failures:
-        for f in failures:
-            say(f"FAILED: {f}")
-        return 1
-    say("chaos: every published message stored exactly once")
-    return 0
+    return verdict(failures, "chaos: every published message stored exactly once")
 
 
 if __name__ == "__main__":

@@ -47,7 +47,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from tests.chaos import TOPIC, Appliance, published, query, say  # noqa: E402
+from tests.chaos import TOPIC, Appliance, published, query, say, verdict  # noqa: E402
 
 SOURCE = "source"
 RSS_GROWTH_LIMIT = 0.10
@@ -314,13 +314,7 @@ def main(argv: list[str]) -> int:
         if page is not None:
             page.close()
         app.shutdown()
-        say(f"the installed appliance stays in {app.root} for a look (logs in var/log/rigtel)")
-    if failures:
-        for f in failures:
-            say(f"FAILED: {f}")
-        return 1
-    say("soak: every program flat, every message stored")
-    return 0
+    return verdict(failures, "soak: every program flat, every message stored")
 
 
 if __name__ == "__main__":
