@@ -392,6 +392,28 @@ def test_erratic_torque_and_a_spiking_pressure_gauge_are_no_packoff():
     assert 1580 < first["sensor.spike.SPPA"] <= 1583, first
 
 
+def test_a_spiking_gauge_while_the_pumps_settle_at_a_new_rate_is_no_packoff():
+    """The same while the pressure model, trusted, is not judging (the pumps settling at a
+    new rate, as after a connection): its rise CUSUM holds and still says the pressure was normal
+    (issue 6, seeds 4 and 6 of spike:SPPA: 'erratic torque, 7 pressure surges')."""
+    def faulty(k, f):
+        rate = 1.0 + 0.1 * min(1.0, (k - 1500) / 20)  # the driller brings the pumps up 10 %
+        f["MFIA"] *= rate
+        f["SPPA"] *= rate ** 1.85
+        f["MFOA"] *= 1.0 + 0.1 * min(1.0, max(0.0, k - 1510) / 20)  # the returns follow
+        f["TQA"] += 3.0 * min(1.0, (k - 1500) / 30) * (1 if k % 2 else -1)
+        if k in (1520, 1535, 1550, 1565):
+            f["SPPA"] += 700.0
+        return f
+
+    _, res = run(steady_then(1500, 200, faulty))
+    first = raised(res)
+    # (this crude rate change, flow out following in with no pit model behind it, also
+    # trips the kick detector at ~1537: one more reason the pressure is not judged here)
+    assert "packoff" not in first, first
+    assert 1550 < first["sensor.spike.SPPA"] <= 1553, first
+
+
 def test_torque_stepping_up_when_rotation_starts_is_no_spike():
     """Circulating off bottom after a trip in the torque reads a steady zero; rotation
     starts and it steps to ~4.5 kft.lbf and scatters by a few tenths. The step stays (no

@@ -19,8 +19,8 @@ appliance.predict.pressure:
   the end of one trip is never held against the full string at the start of the next.
   Pack-off when the pressure rise comes with erratic torque or spikes, when erratic torque
   comes with spikes, or on an overpull. Spikes are a pack-off's pressure surges only when
-  the pressure is not known to be normal for the flow (the rise CUSUM past half its alarm,
-  or no pressure model yet): a surging annulus raises the pressure under its surges, a
+  the pressure is not known to be normal for the flow (the rise CUSUM, which holds through
+  connections, past half its alarm; or no trusted pressure model yet): a surging annulus raises the pressure under its surges, a
   spiking gauge does not, and erratic torque plus a faulty gauge's spikes is no pack-off.
   `explains` names the channels whose spikes the signs present account for (SPPA while the
   pressure adds up, TQA while the torque is erratic), so their sensor-fault alarm is held;
@@ -108,10 +108,13 @@ class HydraulicsWatch:
             self.pickup_bit_ft = bit  # an overpull keeps the weight it is judged against
 
         rise = ps.known and ps.high >= alarm
-        pressure_up = ps.known and ps.high >= alarm / 2
+        # the rise CUSUM holds through connections and pump changes (ps.known is False then),
+        # so once the model is trusted it still says whether the pressure was adding up
+        trusted = self.pressure.level is not None and self.pressure.learned_s >= self.pressure.warmup_s
+        pressure_up = trusted and ps.high >= alarm / 2
         # spikes are surges only over a pressure that is (or may be) up: a pack-off's surges
         # ride on the choked annulus's rise, a faulty gauge's spikes on a normal pressure
-        surges = spikes >= 2 and (pressure_up or not ps.known)
+        surges = spikes >= 2 and (pressure_up or not trusted)
         packoff = (rise and (bool(erratic) or surges)) or (bool(erratic) and surges) or bool(overpull)
         self.explains = frozenset(ch for ch, on in (("SPPA", pressure_up), ("TQA", bool(erratic))) if on)
         explained = "kick or loss suspected" if flow.hold else None
