@@ -41,7 +41,7 @@ RANGE_SLACK = 0.001  # of the plausible span: this close outside is read as the 
 class ChannelState:
     __slots__ = ("first_s", "last_s", "seen", "last_raw", "run_start_s", "run_len", "change_rate",
                  "moving_before", "accepted", "masd", "candidate", "spikes", "range_s", "range_value",
-                 "floor", "rest", "judged", "learn_until", "undo")
+                 "floor", "rest", "judged", "learn_until", "undo", "learning")
 
     def __init__(self, t_s: float, floor: float) -> None:
         self.first_s = self.last_s = t_s
@@ -64,6 +64,7 @@ class ChannelState:
         # a step just passed on: (sample number it passed at, value, scatter and learn_until
         # before it), so that a return on the next sample can undo it as two spikes
         self.undo: tuple[int, float, float, int] | None = None
+        self.learning: list[float] = []  # successive differences seen while learning the scatter
 
 
 class SensorGuard:
@@ -122,12 +123,19 @@ class SensorGuard:
                     st.spikes.append(t_s)
                     st.spikes.append(t_s)
                     st.masd, st.learn_until = masd, learn_until
+                    st.learning = []
                     st.accepted = x
                     out[name] = x
                     continue
             if prev is None or st.seen <= st.learn_until:
                 if prev is not None:
-                    st.masd += (abs(x - prev) - st.masd) * 0.2
+                    # the median of the differences so far, not their mean: spikes of a failing
+                    # gauge inside the learning window (after the pumps stop, say) must not teach
+                    # it a scatter so wide that every later spike passes under 12 times it
+                    st.learning.append(abs(x - prev))
+                    st.masd = sorted(st.learning)[len(st.learning) // 2]
+                    if st.seen >= st.learn_until:
+                        st.learning = []
                 st.accepted = x
                 out[name] = x
                 continue
@@ -147,6 +155,7 @@ class SensorGuard:
                     # says what a jump is: learn it afresh, as after the first sample.
                     st.undo = (st.seen, prev, st.masd, st.learn_until)
                     st.masd = 0.0
+                    st.learning = []
                     st.learn_until = st.seen + WARMUP_SAMPLES
                     st.accepted = x
                     out[name] = x
