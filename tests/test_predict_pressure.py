@@ -9,7 +9,7 @@ import random
 
 import pytest
 
-from appliance.predict.pressure import N_PRIOR, PressureModel
+from appliance.predict.pressure import DROP_H_SIGMA, N_PRIOR, PressureModel, RecentDrop
 
 K, H = 1.0, 30.0  # the defaults: allowance 1 %, alarm at 30 %·s
 
@@ -177,3 +177,112 @@ def test_a_reading_that_jumps_for_two_samples_cannot_raise_alone():
     rig.pump(60, 650.0, factor=lambda t: 1.6 if t in glitch else 1.0)
     assert rig.first("high") is None
     assert max(s.high for _, s in rig.states) <= 2 * (5.0 - 1.0) * K + 1.0
+
+
+# -- the fast test: the pressure falling from its own recent level ----------------------------
+
+class Drilling(Rig):
+    """A Rig whose residual also feeds the fast test, with the regime and weight on bit the
+    hydraulics watch would pass (rotary drilling, 25 klbf), and a 13 psi gauge on 3,000 psi
+    (0.45 %: the simulator's)."""
+
+    def __init__(self, seed: int = 1, noise: float = 0.0045) -> None:
+        super().__init__(seed, noise)
+        self.drop = RecentDrop(0.3)
+        self.fast = []
+
+    def pump(self, seconds, q, n=2.0, factor=lambda t: 1.0, explained=False, bit_ft=5000.0,
+             wob=lambda t: 25.0, regime="rotary_drilling"):
+        for _ in range(seconds):
+            super().pump(1, q, n, factor, explained, bit_ft)
+            s = self.states[-1][1]
+            self.fast.append((self.t, self.drop.update(float(self.t), s.normalised_pct if s.known else None, regime,
+                                                       wob(self.t), not explained, 1.0)))
+
+    def stop(self, seconds):
+        super().stop(seconds)
+        for _ in range(seconds):
+            self.fast.append((self.t, self.drop.update(float(self.t), None, "in_slips", None, True, 1.0)))
+
+    def first_fast(self) -> int | None:
+        return next((t for t, d in self.fast if d.judged and d.cusum >= d.alarm), None)
+
+    def peak_fast(self) -> float:
+        return max((d.cusum / d.alarm for _, d in self.fast if d.judged), default=0.0)
+
+
+def test_a_washout_starting_from_nothing_is_found_within_about_a_minute():
+    """The simulator's washout: 25 % over 30 minutes (0.83 % a minute, ~21 psi a minute on
+    2,500 psi) under a 13 psi gauge. The hour-long CUSUM needs it past its 1 % allowance and
+    then 30 %·s beyond (~2.3 minutes: that was the alarm before); the fall from the
+    pressure's own level of the last minutes shows after about one."""
+    for seed in (1, 2, 3, 4):
+        rig = Drilling(seed=seed)
+        rig.pump(1500, 650.0)
+        start = rig.t
+        rig.pump(400, 650.0, factor=lambda t: 1.0 - 0.25 * (t - start) / 1800.0)
+        fast, slow = rig.first_fast(), rig.first("low")
+        assert fast is not None and 25 <= fast - start <= 80, (seed, fast - start)
+        assert slow is not None and slow - start > 110, (seed, slow - start)  # the old rule alone
+        d = next(d for t, d in rig.fast if t == fast)
+        assert 0.3 < d.drop_pct < 2.5
+
+
+def test_steady_pumping_with_a_noisy_gauge_never_adds_up_to_a_fast_alarm():
+    """Twelve hours of steady pumping with connections and rate changes, pressure ∝ Q^1.75:
+    the fast sum stays well under its alarm level, and the allowance and alarm follow the
+    gauge's own noise."""
+    rig = Drilling(seed=11)
+    for q in (650.0, 600.0, 690.0, 620.0, 700.0, 640.0) * 3:
+        rig.pump(2160, q, n=1.75)
+        rig.stop(240)
+    assert rig.first_fast() is None
+    assert rig.peak_fast() < 0.75
+    d = rig.fast[-241][1]
+    assert d.judged and d.alarm == pytest.approx(DROP_H_SIGMA * 0.45 * 1.1, rel=0.25)
+    noisy = Drilling(seed=11, noise=0.02)
+    noisy.pump(3600, 650.0)
+    assert noisy.first_fast() is None and noisy.fast[-1][1].allowance_pct > 1.0
+
+
+def test_weight_coming_off_bottom_restarts_the_reference_instead_of_alarming():
+    """A mud motor and the bit take pressure in proportion to the weight: drilling off from
+    25 to 10 klbf lowers the standpipe pressure by 2 % over a minute at constant flow. That
+    is no washout: the reference starts again when the weight leaves its mean. Without the
+    weight, the same fall is one (which is why the evidence names WOBA)."""
+    def weight(t):
+        return 25.0 - 15.0 * min(1.0, max(0.0, (t - 1500) / 60.0))
+
+    def motor(t):
+        return 1.0 - 0.02 * min(1.0, max(0.0, (t - 1500) / 60.0))
+
+    rig = Drilling(seed=5)
+    rig.pump(2400, 650.0, factor=motor, wob=weight)
+    assert rig.first_fast() is None
+    blind = Drilling(seed=5)
+    blind.pump(2400, 650.0, factor=motor, wob=lambda t: None)
+    assert blind.first_fast() is not None
+
+
+def test_a_new_regime_a_connection_or_a_kick_restarts_the_reference():
+    rig = Drilling()
+    rig.pump(1500, 650.0)
+    assert rig.fast[-1][1].judged
+    rig.pump(1, 650.0, regime="circulating_off_bottom")  # picked up off bottom
+    assert not rig.fast[-1][1].judged and rig.drop.cusum == 0.0
+    rig.pump(150, 650.0, regime="circulating_off_bottom")
+    assert not rig.fast[-1][1].judged  # the new stretch's reference is not yet 120 s old
+    rig.pump(120, 650.0, regime="circulating_off_bottom")
+    assert rig.fast[-1][1].judged
+    rig.pump(30, 650.0, factor=lambda t: 0.97, explained=True, regime="circulating_off_bottom")
+    assert rig.first_fast() is None and not rig.fast[-1][1].judged
+
+
+def test_a_two_sample_glitch_cannot_raise_the_fast_test():
+    """Each second's fall counts at most three allowances: a glitch of −10 % on two samples
+    adds 4 allowances·s, well under the alarm level (16 σ·s)."""
+    rig = Drilling()
+    rig.pump(1500, 650.0)
+    glitch = (rig.t + 1, rig.t + 2)
+    rig.pump(60, 650.0, factor=lambda t: 0.9 if t in glitch else 1.0)
+    assert rig.first_fast() is None

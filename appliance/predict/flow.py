@@ -112,6 +112,9 @@ class FlowWatch:
         self.pumps_were_on: bool | None = None
         self.off_s = 0.0  # how long the pumps have been off
         self.hold = False  # set by the engine while a kick or loss is raised or pending
+        # the flow meters' strongest kick or loss evidence, as a fraction of its alarm level:
+        # half way or more and the returns disagree with flow in (the washout's fast test waits)
+        self.doubt = 0.0
 
     # -- the model ------------------------------------------------------------------------
 
@@ -137,6 +140,7 @@ class FlowWatch:
             self.steady_s = 0.0
 
         kick_votes, loss_votes, used, evidence = self._meters(inp, v, dt_s)
+        self.doubt = max(kick_votes + loss_votes, default=0.0)
         dev = self._pit(inp, v, dt_s)
         if dev is not None:
             derived["PITDEV"] = round(dev, 2)

@@ -34,7 +34,7 @@ from typing import Any
 from appliance.predict.alarms import Condition
 from appliance.predict.derive import Inputs
 from appliance.predict.params import PredictorParams
-from appliance.predict.pressure import PressureModel
+from appliance.predict.pressure import PressureModel, RecentDrop
 from appliance.predict.signals import Ewma, TimeWindow
 
 STEADY_S = 60.0
@@ -45,12 +45,15 @@ PICKUP_LEARN_S = 20.0  # of free pick-up learned before an overpull is judged
 PICKUP_SPAN_FT = 150.0  # a pick-up weight learned further than this (over a stand) away no longer applies
 MIN_TORQUE_STD = 0.5  # kft.lbf
 SPIKES_WINDOW_S = 300.0
+RETURNS_DOUBT = 0.5  # a flow meter this far to its kick or loss alarm: the returns disagree with flow in
+RETURNS_UNSURE = 0.25  # ... this far: they may, so the fast washout test waits before it alarms
 
 
 class HydraulicsWatch:
     def __init__(self, params: PredictorParams) -> None:
         self.params = params
         self.pressure = PressureModel(params.washout_drop_pct, params.packoff_rise_pct, params.pressure_alarm_pct_s)
+        self.drop = RecentDrop(params.washout_fast_drop_pct)
         self.torque = TimeWindow(TORQUE_WINDOW_S)
         self.torque_norm = Ewma(TORQUE_NORM_TAU_S)
         self.pickup_norm = Ewma(PICKUP_TAU_S)
@@ -68,6 +71,11 @@ class HydraulicsWatch:
         ps = self.pressure.update(spp, q, mw, v.get("DBTM"), steady, bool(flow.hold), dt_s)
         change_pct = ps.residual_pct
         alarm = self.pressure.h
+        # the fast test: the residual falling from its own level of the last minutes, at
+        # unchanged conditions (rig state, weight on bit) and with the returns matching flow in
+        quiet = not flow.hold and flow.doubt < RETURNS_DOUBT
+        drop = self.drop.update(inp.t_s, ps.normalised_pct if ps.known else None, inp.state, v.get("WOBA"),
+                                quiet, dt_s)
 
         # torque scatter while drilling with the string turning
         tq = v.get("TQA")
@@ -118,7 +126,12 @@ class HydraulicsWatch:
         packoff = (rise and (bool(erratic) or surges)) or (bool(erratic) and surges) or bool(overpull)
         self.explains = frozenset(ch for ch, on in (("SPPA", pressure_up), ("TQA", bool(erratic))) if on)
         explained = "kick or loss suspected" if flow.hold else None
-        washout = ps.known and ps.low >= alarm
+        # an early kick lowers the pressure as fast as an early washout (the simulator's: 0.8 %
+        # a minute) while the flow meters are still adding it up: with a meter a quarter of
+        # the way to its alarm the fast test waits (the kick alarm, when it comes, suppresses
+        # the washout alarm as its consequence)
+        fast = drop.judged and drop.cusum >= drop.alarm and flow.doubt < RETURNS_UNSURE
+        washout = ps.known and (ps.low >= alarm or fast)
         evidence = {
             "spp_psi": round(spp, 1) if spp is not None else None,
             "expected_spp_psi": round(ps.expected_psi, 1) if ps.expected_psi is not None else None,
@@ -130,6 +143,10 @@ class HydraulicsWatch:
             "cusum_alarm_pct_s": alarm, "allowance_pct": round(ps.allowance_pct, 2),
             "rig_state": inp.state,
         }
+        wash_evidence = {**evidence, "falling_from_recent": fast,
+                         "below_recent_pct": round(drop.drop_pct, 2) if drop.drop_pct is not None else None,
+                         "fast_cusum_pct_s": round(drop.cusum, 2), "fast_alarm_pct_s": round(drop.alarm, 2),
+                         "fast_allowance_pct": round(drop.allowance_pct, 2)}
         relied = [x for x in ("SPPA", inp.flow_in_from, "MDIA" if "MDIA" in v else None) if x]
         pack_evidence = {**evidence, "pressure_rise": rise, "torque_std": round(tq_std, 3) if tq_std is not None else None,
                          "torque_norm_std": round(self.torque_norm.value, 3) if self.torque_norm.value is not None else None,
@@ -147,9 +164,11 @@ class HydraulicsWatch:
             Condition("washout", "washout", washout if wash_known else None, "medium",
                       f"Possible washout: standpipe pressure {change_pct:+.1f} % against the expected for the flow "
                       f"({spp - ps.expected_psi:+.0f} psi) at steady pumping"
+                      + (f", falling: {drop.drop_pct:.1f} % below its level of the last minutes" if fast else "")
                       if change_pct is not None and spp is not None and ps.expected_psi is not None
                       else "Washout signs gone",
-                      {**evidence, "relied_on": relied}, suppressed=explained, on_delay_s=0.0, off_delay_s=300.0),
+                      {**wash_evidence, "relied_on": relied + (["WOBA"] if "WOBA" in v else [])},
+                      suppressed=explained, on_delay_s=0.0, off_delay_s=300.0),
             Condition("packoff", "packoff", packoff if pack_known else None, "high",
                       "Pack-off / stuck pipe risk: " + (", ".join(signs) if signs else "signs gone"),
                       pack_evidence, on_delay_s=10.0, off_delay_s=120.0),

@@ -43,6 +43,7 @@ class PredictorParams:
     pit_baseline_tau_s: float = 1800.0  # the pit baseline relaxes towards the pit this slowly
     # -- washout and pack-off
     washout_drop_pct: float = 1.0  # standpipe pressure below the expected for the flow by more than this adds up (CUSUM k)
+    washout_fast_drop_pct: float = 0.3  # ... below its own level of the last minutes by more than this (and 0.75 σ) adds up (fast CUSUM k)
     packoff_rise_pct: float = 1.0  # ... above it by more than this adds up towards "pressure up" (CUSUM k)
     pressure_alarm_pct_s: float = 30.0  # ... and either alarms at this many %·s added up (CUSUM h)
     packoff_torque_ratio: float = 3.0  # torque scatter above its norm by this factor: erratic
@@ -56,6 +57,7 @@ class PredictorParams:
     dropout_forget_s: float = 21600.0  # after this long the channel is no longer expected
     spike_count: int = 3  # this many spikes on one channel ...
     spike_window_s: float = 300.0  # ... within this: a spiking sensor
+    spike_gross_count: int = 2  # or this many gross spikes (far beyond the channel's scatter and 2 % of its range)
     # -- statistical anomalies (channel -> smallest change worth an alarm, in its unit)
     anomaly_z: float = 6.0
     anomaly_window_s: float = 600.0
@@ -83,7 +85,7 @@ SETTING_FIELDS: tuple[str, ...] = (
     "bit_size_in", "block_weight_klbf", "slips_margin_klbf", "on_bottom_ft", "pumps_on_gpm",
     "pumps_on_spm", "pumps_on_psi", "rotating_rpm", "moving_ft_s", "pump_output_gal_stroke",
     "pipe_displacement_bbl_ft", "flowline_tau_s", "kick_flow_gpm", "kick_pit_bbl", "loss_flow_gpm",
-    "loss_pit_bbl", "washout_drop_pct", "overpull_klbf", "flatline_s", "dropout_s",
+    "loss_pit_bbl", "washout_drop_pct", "washout_fast_drop_pct", "overpull_klbf", "flatline_s", "dropout_s",
     "alarm_on_delay_s", "alarm_off_delay_s", "flood_alarms", "derived_hz", "target_depth_ft",
 )
 

@@ -72,6 +72,9 @@ class PressureState(NamedTuple):
     high: float  # the pressure-rise CUSUM, %·s
     allowance_pct: float  # k in use, washout side
     exponent: float  # n
+    # this second's ln(SPP/MW) − n·ln Q, in %, unsmoothed and without the learned level (None
+    # when not judged): the pressure told at one flow, which the fast test compares with itself
+    normalised_pct: float | None = None
 
 
 class PressureModel:
@@ -198,4 +201,123 @@ class PressureModel:
                 if -k <= r <= kh:
                     self._learn(x, y, dt_s, bit_ft)
         expected = math.exp(a + self.exponent * x) * mw
-        return PressureState(True, self.smooth, expected, self.low, self.high, k, self.exponent)
+        return PressureState(True, self.smooth, expected, self.low, self.high, k, self.exponent,
+                             (y - self.exponent * x) * 100.0)
+
+
+# -- the pressure falling from its own recent level -------------------------------------------
+
+DROP_REF_S = 480.0  # the recent level: the residual's mean over this much steady pumping ...
+DROP_LAG_S = 90.0  # ... ending this long ago, so a fall under way is not yet in it
+DROP_MIN_REF_S = 120.0  # of reference before anything is judged
+DROP_K_SIGMA = 0.75  # the allowance, in the residual's own noise σ (per second) ...
+DROP_H_SIGMA = 12.0  # ... and the alarm level, in σ·s
+DROP_CLIP = 3.0  # a second's fall counts at most this many allowances: ≥ 8 s of it to alarm
+DROP_SIGMA_MIN_PCT = 0.2
+MASD_TO_SIGMA = 1.0 / 1.128  # white noise: mean |successive difference| = 2σ/√π
+WOB_TOLERANCE_KLBF = 2.0  # weight on bit off its reference mean by more than this (or 10 %) ...
+WOB_TOLERANCE = 0.10  # ... changes the motor's and bit's pressure: the reference starts again
+
+
+class DropState(NamedTuple):
+    judged: bool
+    cusum: float  # %·s
+    alarm: float  # h in use, %·s
+    allowance_pct: float  # k in use
+    reference_pct: float | None  # the normalised pressure's recent level (ln(SPP/MW) − n·ln Q, %)
+    drop_pct: float | None  # this second's residual below that level (positive: lower)
+
+
+class RecentDrop:
+    """A washout seen early: the pressure residual falling from its own level of the last
+    minutes, at unchanged conditions.
+
+    The CUSUM in `PressureModel` judges the residual against the hour-long level, which lags
+    the friction growing with depth: on the simulator the residual sits 0.4–0.6 % above it
+    while drilling, so a washout must first cancel that before its fall counts, and the
+    allowance (≥ 1 %) is set for hours of model error. A washout starting from nothing
+    (0.8 % a minute, ~25 psi on 3,000 psi against ~13 psi of gauge noise) then shows only
+    at a ~2 % drop, 2–3 minutes in. Here the reference is the residual's own mean over the
+    last DROP_REF_S of one unbroken stretch of steady pumping at unchanged conditions,
+    ending DROP_LAG_S ago, so model error common to both cancels and only a change within
+    the last minutes is left; the noise σ comes from the same stretch (successive
+    differences, which a slow drift does not inflate). A one-sided CUSUM on the fall below
+    the reference, with allowance DROP_K_SIGMA·σ (at least the `min_drop_pct` floor) and
+    alarm level DROP_H_SIGMA·σ·s, finds such a washout ~1 minute in.
+
+    The stretch starts again (and the CUSUM is cleared) whenever the pressure model stops
+    judging (pumps off or changing, a connection, a new rate being learned), the regime
+    changes (on/off bottom, the string starting or stopping turning), the weight on bit
+    leaves its reference mean (a mud motor's and the bit's pressure follow the weight: a
+    drill-off lowers the standpipe pressure at constant flow), or the returns disagree with
+    flow in (a kick or loss lowers the pressure too, and is found by the flow meters).
+    A washout already under way when a stretch starts is in its reference: that is the
+    hour-long CUSUM's to find.
+    """
+
+    def __init__(self, min_drop_pct: float) -> None:
+        self.min_drop_pct = min_drop_pct
+        self.regime: object = None
+        self.t_s = 0.0
+        self._reset()
+
+    def _reset(self) -> None:
+        self.recent: list[tuple[float, float, float, float | None]] = []  # (t, r, |Δr|, wob), last DROP_LAG_S
+        self.ref: list[tuple[float, float, float, float | None]] = []  # older, up to DROP_REF_S
+        self.head = 0  # index of the oldest live entry in ref (entries before it are dropped)
+        self.sum_r = self.sum_d = self.sum_w = 0.0
+        self.n_w = 0
+        self.prev: float | None = None
+        self.cusum = 0.0
+
+    def _ref_n(self) -> int:
+        return len(self.ref) - self.head
+
+    def update(self, t_s: float, r: float | None, regime: object, wob: float | None,
+               quiet: bool, dt_s: float) -> DropState:
+        """`r`: this second's normalised pressure (%), None when the pressure model is not judging;
+        `regime`: anything that changes the pressure besides a washout (on bottom, turning);
+        `quiet`: nothing else explains a pressure change now (no kick or loss suspected)."""
+        if r is None or not quiet or regime != self.regime:
+            self.regime = regime
+            self._reset()
+            return DropState(False, 0.0, 0.0, self.min_drop_pct, None, None)
+        n = self._ref_n()
+        if wob is not None and self.n_w:
+            w_ref = self.sum_w / self.n_w
+            if abs(wob - w_ref) > max(WOB_TOLERANCE_KLBF, WOB_TOLERANCE * abs(w_ref)):
+                self._reset()
+                n = 0
+        d = abs(r - self.prev) if self.prev is not None else 0.0
+        self.prev = r
+        self.recent.append((t_s, r, d, wob))
+        while self.recent and self.recent[0][0] <= t_s - DROP_LAG_S:
+            e = self.recent.pop(0)
+            self.ref.append(e)
+            self.sum_r += e[1]
+            self.sum_d += e[2]
+            if e[3] is not None:
+                self.sum_w += e[3]
+                self.n_w += 1
+        while self._ref_n() and self.ref[self.head][0] <= t_s - DROP_LAG_S - DROP_REF_S:
+            e = self.ref[self.head]
+            self.head += 1
+            self.sum_r -= e[1]
+            self.sum_d -= e[2]
+            if e[3] is not None:
+                self.sum_w -= e[3]
+                self.n_w -= 1
+        if self.head > 256:
+            del self.ref[:self.head]
+            self.head = 0
+        n = self._ref_n()
+        if n == 0 or self.ref[-1][0] - self.ref[self.head][0] + dt_s < DROP_MIN_REF_S:
+            return DropState(False, self.cusum, 0.0, self.min_drop_pct, None, None)
+        mean = self.sum_r / n
+        sigma = max(DROP_SIGMA_MIN_PCT, self.sum_d / max(n - 1, 1) * MASD_TO_SIGMA)
+        k = max(self.min_drop_pct, DROP_K_SIGMA * sigma)
+        h = DROP_H_SIGMA * sigma
+        drop = mean - r
+        dc = min(max(drop, -DROP_CLIP * k), DROP_CLIP * k)
+        self.cusum = min(2.0 * h, max(0.0, self.cusum + (dc - k) * dt_s))
+        return DropState(True, self.cusum, h, k, mean, drop)

@@ -29,6 +29,14 @@ STATIC_CHANNELS = frozenset({"DBTM", "DMEA", "BPOS", "SPM3", "MDIA", "ROPA"})
 SPIKE_K = 12.0  # a jump this many times the channel's typical sample-to-sample change ...
 SPIKE_FLOOR_FRACTION = 0.002  # ... and at least this fraction of its plausible range
 SPIKE_RETURN = 0.5  # the sample after a spike is back within this fraction of the jump
+# a gross spike: one sample off by this many times the channel's typical change (twice what
+# makes a spike) and by this fraction of its plausible range — a pressure gauge reading 300 psi
+# or more off for one second and back, a hookload 50 klbf. Nothing the process does looks
+# like that twice in minutes; `spike_gross_count` of them make the alarm, fewer than the
+# `spike_count` of ordinary spikes (real transients at a slow recorder's sampling, a string
+# bumping in the slips, reach 12 times the scatter but seldom this)
+SPIKE_GROSS_K = 24.0
+SPIKE_GROSS_FRACTION = 0.02
 WARMUP_SAMPLES = 10
 SUSPECT_SAMPLES = 5
 SUSPECT_S = 3.0
@@ -54,7 +62,7 @@ class ChannelState:
         self.accepted: float | None = None  # last value passed on
         self.masd = 0.0  # mean absolute successive difference of accepted values
         self.candidate: float | None = None  # a jump held back for one sample
-        self.spikes: deque[float] = deque()
+        self.spikes: deque[tuple[float, bool]] = deque()  # (time, gross) of each spike counted
         self.range_s: float | None = None
         self.range_value = 0.0
         self.floor = floor
@@ -120,8 +128,9 @@ class SensorGuard:
                 before, masd, learn_until = undo[1], undo[2], undo[3]
                 limit = max(SPIKE_K * masd, st.floor)
                 if abs(x - before) <= limit and abs(x - before) <= SPIKE_RETURN * abs(prev - before):
-                    st.spikes.append(t_s)
-                    st.spikes.append(t_s)
+                    gross = self._gross(st, abs(prev - before), masd)
+                    st.spikes.append((t_s, gross))
+                    st.spikes.append((t_s, gross))
                     st.masd, st.learn_until = masd, learn_until
                     st.learning = []
                     st.accepted = x
@@ -148,7 +157,7 @@ class SensorGuard:
                     # of the jump; one that sits between the two, or past the start on the
                     # other side, is the channel's own scatter
                     if abs(x - prev) <= SPIKE_RETURN * abs(cand - prev):
-                        st.spikes.append(t_s)
+                        st.spikes.append((t_s, self._gross(st, abs(cand - prev), st.masd)))
                 else:  # it stayed: a step, which is no spike; pass it on. A step often
                     # changes how the channel moves (a torque at rest reads a steady zero,
                     # turning it scatters), so the scatter learned before it no longer
@@ -169,12 +178,18 @@ class SensorGuard:
             out[name] = x
         return out
 
+    @staticmethod
+    def _gross(st: ChannelState, jump: float, masd: float) -> bool:
+        """A spike far beyond what the channel does: SPIKE_GROSS_K times its scatter and
+        SPIKE_GROSS_FRACTION of its plausible range (st.floor is SPIKE_FLOOR_FRACTION of it)."""
+        return jump >= SPIKE_GROSS_K * masd and jump >= st.floor * (SPIKE_GROSS_FRACTION / SPIKE_FLOOR_FRACTION)
+
     def spike_count(self, name: str, window_s: float) -> int:
         st = self.channels.get(name)
         if st is None:
             return 0
         cut = self.t_s - window_s
-        return sum(1 for s in st.spikes if s >= cut)
+        return sum(1 for s, _ in st.spikes if s >= cut)
 
     def conditions(self, t_s: float, pumps_on: bool | None, excused: frozenset[str] = frozenset(),
                    known: Container[str] | None = None) -> list[Condition]:
@@ -217,14 +232,18 @@ class SensorGuard:
                 suppressed=pumps_off if pump_channel else None, on_delay_s=0.0, off_delay_s=10.0))
             # spikes
             cut = t_s - p.spike_window_s
-            while st.spikes and st.spikes[0] < cut:
+            while st.spikes and st.spikes[0][0] < cut:
                 st.spikes.popleft()
             n = len(st.spikes) if st.judged else 0
-            if n >= p.spike_count or every or f"sensor.spike.{name}" in known:
+            n_gross = sum(1 for _, g in st.spikes if g) if n else 0
+            spiking = n >= p.spike_count or n_gross >= p.spike_gross_count
+            if spiking or every or f"sensor.spike.{name}" in known:
                 out.append(Condition(
-                f"sensor.spike.{name}", "sensor_fault", n >= p.spike_count, "low",
-                f"{name}: {n} single-sample spikes in {p.spike_window_s / 60:g} min",
-                {"fault": "spike", "channel": name, "spikes": n, "window_s": p.spike_window_s},
+                f"sensor.spike.{name}", "sensor_fault", spiking, "low",
+                f"{name}: {n} single-sample spikes in {p.spike_window_s / 60:g} min"
+                + (f" ({n_gross} gross)" if n_gross else ""),
+                {"fault": "spike", "channel": name, "spikes": n, "gross_spikes": n_gross,
+                 "window_s": p.spike_window_s},
                 name, suppressed="explained by another alarm" if name in excused else None,
                 on_delay_s=0.0, off_delay_s=60.0))
             # out of range
