@@ -272,6 +272,22 @@ def test_washout_on_the_hour_long_cusum_when_the_fast_test_cannot_see_it():
     assert -2.6 < ev["spp_vs_expected_pct"] < -1.2
 
 
+def test_the_pressure_of_a_pack_off_falling_back_to_normal_is_no_washout():
+    """A pack-off lifts the pressure 15 % for five minutes, then it clears and the pressure
+    falls back to what the flow needs. Against the minutes before that is a 13 % fall, which
+    the fast washout test would call a washout in two seconds (issue 6: the evaluation's
+    three pack-off runs each raised one when the event ended); the pressure was up for the
+    flow (the rise CUSUM), so the fall is its return, not a hole in the string."""
+    def packoff(k, f):
+        if k < 1800:
+            f["SPPA"] *= 1 + 0.15 * min(1.0, (k - 1500) / 60)
+        return f
+
+    _, res = run(steady_then(1500, 900, packoff))
+    first = raised(res)
+    assert "washout" not in first, first
+
+
 def test_packoff_from_pressure_rise_and_erratic_torque():
     def packoff(k, f):
         x = min(1.0, (k - 1500) / 60)

@@ -8,7 +8,9 @@ appliance.predict.pressure:
   (the washout CUSUM reaching `pressure_alarm_pct_s`) at steady pumping — a hole in the
   string or a lost nozzle lets the mud past with less pressure. Needs SPPA and flow in
   (MFIA or strokes); MDIA is used when sent. Not judged while a kick or loss is suspected
-  (both lower the pressure too).
+  (both lower the pressure too). Also (pressure.RecentDrop) the pressure falling from its
+  own level of the last minutes at unchanged rig state and weight on bit (WOBA when sent):
+  the early sign of a washout starting from nothing, found about a minute in.
 - pack-off: cuttings packing around the string choke the annulus and grip the pipe. Signs:
   the pressure adding up above the expected by more than `packoff_rise_pct` %; torque
   scatter (30 s) `packoff_torque_ratio` times its norm while drilling; two or more pressure
@@ -73,7 +75,10 @@ class HydraulicsWatch:
         alarm = self.pressure.h
         # the fast test: the residual falling from its own level of the last minutes, at
         # unchanged conditions (rig state, weight on bit) and with the returns matching flow in
-        quiet = not flow.hold and flow.doubt < RETURNS_DOUBT
+        # nor while the pressure is (or was until moments ago) up for the flow: the fall of a
+        # pack-off's pressure back to normal is no washout (the rise CUSUM, which holds and
+        # winds down, says so; the stretch starts again once it is under half its alarm)
+        quiet = not flow.hold and flow.doubt < RETURNS_DOUBT and self.pressure.high < alarm / 2
         drop = self.drop.update(inp.t_s, ps.normalised_pct if ps.known else None, inp.state, v.get("WOBA"),
                                 quiet, dt_s)
 
