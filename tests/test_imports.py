@@ -57,6 +57,37 @@ def test_bus_programs_import_no_heavy_library(broker, tmp_path, name, ready, als
     assert not modules & {*HEAVY, *also_banned}, sorted(modules & {*HEAVY, *also_banned})
 
 
+def test_saver_stores_frames_and_roll_ups_without_numpy(broker, tmp_path):
+    """The roll-ups are plain Python (appliance/store/rollups.py): numpy would be ~15 MB of
+    the saver's RSS. Checked after frames are stored, so the commit path's imports count."""
+    from appliance.bus import Publisher
+    from tests.test_saver import wait_rows, wait_saver_subscribed
+
+    db = tmp_path / "db.db"
+    saver = start_program(["saver", *broker.port_args(), "--set", f"database_path={db}"], tmp_path,
+                          env=profiled_env(tmp_path))
+    saver.wait_for("ready: writing", timeout=60)
+    with Publisher("sim", settings=broker.settings()) as pub:
+        wait_saver_subscribed(pub, db)
+        pub.publish_batch("drilling", [(1_764_449_520_000 + i * 100, {"SPPA": 2500.0 + i, "HKLA": 210})
+                                       for i in range(50)])
+        wait_rows(db, "SELECT min, max, count FROM rollup_1h JOIN channels ON channels.id = channel_id "
+                      "WHERE name = 'SPPA'", [(2500.0, 2549.0, 50)])
+    saver.stop()
+    modules = imported(saver.output)
+    assert {"appliance", "sqlite3", "zmq"} <= modules, saver.output[-2000:]
+    assert not modules & set(HEAVY), sorted(modules & set(HEAVY))
+
+
+def test_source_runs_the_simulator_without_numpy(broker, tmp_path):
+    """The simulator's noise comes from the standard library (appliance/sources/rig.py)."""
+    modules = run_until_ready(["source", *broker.port_args(), "--set", "simulator_rate_hz=10",
+                               "--set", f"data_dir={tmp_path}"], r"ready: publishing", tmp_path)
+    assert "zmq" in modules
+    banned = {*HEAVY, "sqlite3"}
+    assert not modules & banned, sorted(modules & banned)
+
+
 def test_program_alerts_carries_no_zeromq_until_a_program_crashes(tmp_path):
     """The event listener mostly waits: the bus is connected at the first alert."""
     proc = subprocess.Popen([sys.executable, "-m", "appliance", "program-alerts",
