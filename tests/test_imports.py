@@ -144,3 +144,14 @@ def test_rigtel_help_and_config_import_only_the_standard_library(tmp_path):
         assert "appliance" in modules
         banned = {*HEAVY, "zmq", "orjson", "sqlite3", "waitress"}
         assert not modules & banned, (args, sorted(modules & banned))
+
+
+def test_the_predictors_anomaly_medians_load_no_numpy_ma(tmp_path):
+    """np.median loads numpy.ma (~1.7 MiB resident) on its first call; signals._median does not."""
+    code = ("import sys\nfrom appliance.predict.signals import RobustWindow\nw = RobustWindow(600)\n"
+            "for i in range(700):\n    w.add(float(i % 37))\nw.median_scale()\n"
+            "print(sorted(m for m in sys.modules if m == 'numpy.ma' or m.startswith('numpy.ma.')))")
+    run = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=clean_env(tmp_path),
+                         capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert run.stdout.strip() == "[]", run.stdout
