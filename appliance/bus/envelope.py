@@ -215,9 +215,9 @@ def _decode_plain(topic: str, payload: bytes, size: int, env: dict) -> Envelope 
             or payload.count(b"{") != 1 + 2 * len(items):
         return None
     try:
-        frames = tuple([_new(Frame, (item["ts"], item["data"])) for item in items
-                        if type(item["ts"]) is int and 0 <= item["ts"] < MAX_TS
-                        and type(item["data"]) is dict])
+        frames = tuple([_new(Frame, (fts, fdata)) for item in items
+                        if type(fts := item["ts"]) is int and 0 <= fts < MAX_TS
+                        and type(fdata := item["data"]) is dict])
     except (TypeError, KeyError):
         return None
     return _new(Envelope, (topic, src, boot, seq, ts, frames, size)) if len(frames) == len(items) else None
