@@ -72,6 +72,8 @@ def test_render_every_program_of_the_template_with_user_socket_group_unit_and_po
         assert parser[s]["user"] == "rigtel", s
         assert int(parser[s]["startsecs"]) >= 3
         assert parser[s]["command"].startswith(str(root / "opt/rigtel/current/venv/bin/python") + " -m appliance ")
+        # not supervisord's working directory, where `python -m` could find another `appliance`
+        assert parser[s]["directory"] == str(root / "var/lib/rigtel"), s
     assert parser["unix_http_server"]["chmod"] == "0770" and parser["unix_http_server"]["chown"] == "root:rigtel"
     assert parser["eventlistener:program-alerts"]["events"] == \
         "PROCESS_STATE_EXITED,PROCESS_STATE_FATAL,PROCESS_STATE_RUNNING"

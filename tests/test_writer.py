@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import sqlite3
 
-import numpy as np
 import orjson
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -134,11 +133,33 @@ def test_rollups_equal_a_brute_force_computation_however_batches_are_split(tmp_p
 
 
 def test_aggregate_handles_unsorted_input():
-    ts = np.array([T0 + 61_000, T0 + 1_000, T0 + 59_000, T0 + 120_000], dtype=np.int64)
-    vals = np.array([4.0, 1.0, 3.0, 9.0])
+    ts = [T0 + 61_000, T0 + 1_000, T0 + 59_000, T0 + 120_000]
+    vals = [4.0, 1.0, 3.0, 9.0]
     aggs = rollups.aggregate(7, ts, vals, rollups.MINUTE_MS)
     assert [(a.bucket - T0, a.min, a.max, a.count, a.last) for a in aggs] == [
         (0, 1.0, 3.0, 2, 3.0), (60_000, 4.0, 4.0, 1, 4.0), (120_000, 9.0, 9.0, 1, 9.0)]
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.integers(min_value=0, max_value=3 * 3_600_000),
+                          st.floats(min_value=-1e6, max_value=1e6, allow_nan=False)), max_size=200))
+def test_aggregate_equals_a_brute_force_in_any_order(samples):
+    """Repeated timestamps included: of two samples at one ms, the later one given is last."""
+    for width in (rollups.MINUTE_MS, rollups.HOUR_MS):
+        buckets: dict[int, list[tuple[int, float]]] = {}
+        for ts, v in sorted(samples, key=lambda s: s[0]):  # stable, as the writer's order
+            buckets.setdefault(ts // width * width, []).append((ts, v))
+        expected = [(b, min(v for _, v in items), max(v for _, v in items), pytest.approx(sum(v for _, v in items)),
+                     len(items), items[-1][1], items[-1][0]) for b, items in sorted(buckets.items())]
+        got = rollups.aggregate(3, [t for t, _ in samples], [v for _, v in samples], width)
+        assert [rollups.as_row(a)[1:] for a in got] == expected
+        assert all(a.channel_id == 3 for a in got)
+
+
+def test_each_rollup_width_is_a_multiple_of_the_one_before():
+    """The saver folds each resolution from the finer one before it (rollups.coarser)."""
+    widths = [width for _, width in rollups.RESOLUTIONS.values()]
+    assert all(b % a == 0 and b > a for a, b in zip(widths, widths[1:])), widths
 
 
 def test_a_failed_commit_leaves_nothing_behind(tmp_path):

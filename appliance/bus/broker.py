@@ -33,7 +33,6 @@ from appliance.bus.publisher import Publisher
 from appliance.bus.tally import Tally
 from appliance.config import Config
 from appliance.ops.runtime import StopSignal, release_freed_memory, tcp_endpoint
-from appliance.security.curve import CLIENTS, ZAP_DOMAIN, AllowList, CurveKeyError, broker_keys
 
 log = logging.getLogger("rigtel.broker")
 
@@ -63,6 +62,10 @@ def _drain(sub: zmq.Socket, add) -> None:
             frame = recv(NOBLOCK, copy=False)
             parts.append(frame.bytes)
         add(parts)
+
+
+class RemoteKeyError(Exception):
+    """The broker's CurveZMQ key files for remote publishers are missing or unusable."""
 
 
 class Broker:
@@ -110,7 +113,7 @@ class Broker:
             # Subscribe the frontend to everything: publishers filter by subscription, so
             # without this a topic nobody listens to would never reach the statistics.
             frontend.send(b"\x01")
-        except (zmq.ZMQError, CurveKeyError) as e:
+        except (zmq.ZMQError, RemoteKeyError) as e:
             self.failed = e
             for s in sockets:
                 s.close()
@@ -128,10 +131,16 @@ class Broker:
     def _bind_remote(self, frontend: zmq.Socket) -> None:
         """Listen for remote publishers: CurveZMQ, keys checked by ZAP. Options set now apply
         to this endpoint only; the loopback ones, bound before, stay plain."""
-        from appliance.security.zap import Gatekeeper  # asyncio with it: only when remote publishers are on
+        # key files (and shutil, tempfile) and ZAP (asyncio): only when remote publishers are on
+        from appliance.security.curve import CLIENTS, ZAP_DOMAIN, AllowList, CurveKeyError, broker_keys
+        from appliance.security.zap import Gatekeeper
 
-        public, secret = broker_keys(self.cfg.bus_keys_dir)
-        self.gatekeeper = Gatekeeper(self.context, AllowList(os.path.join(self.cfg.bus_keys_dir, CLIENTS)))
+        try:
+            public, secret = broker_keys(self.cfg.bus_keys_dir)
+            allowed = AllowList(os.path.join(self.cfg.bus_keys_dir, CLIENTS))
+        except CurveKeyError as e:
+            raise RemoteKeyError(str(e)) from e
+        self.gatekeeper = Gatekeeper(self.context, allowed)
         self.gatekeeper.start_for_curve()
         frontend.setsockopt(zmq.CURVE_SERVER, 1)
         frontend.setsockopt(zmq.CURVE_PUBLICKEY, public)
@@ -190,7 +199,7 @@ class Broker:
         self.ready.wait()
         if self.failed is not None and self.gatekeeper is not None:
             self.gatekeeper.stop()
-        if isinstance(self.failed, CurveKeyError):
+        if isinstance(self.failed, RemoteKeyError):
             proxy.join()
             log.error("remote publishers are configured (bus_remote_host = %s) but %s",
                       self.cfg.bus_remote_host, self.failed)

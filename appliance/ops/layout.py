@@ -16,8 +16,13 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from appliance.config import Config
 
+# `directory`: each program starts in the data folder, not in supervisord's working
+# directory. `python -m` puts the working directory first on sys.path, so a supervisord
+# started from a source checkout (as tests and benchmarks do) would run the checkout's
+# `appliance` package instead of the installed one.
 PROGRAM_COMMON = """\
 autostart = true
+directory = {lib_dir}
 autorestart = true
 startsecs = 3
 startretries = 100
@@ -120,7 +125,7 @@ def render_supervisord_conf(template: str, layout: Layout, python: str,
         "log_dir": str(layout.log_dir),
         "run_dir": str(layout.run_dir),
         "socket_owner_line": f"chown = root:{group}" if group else "",
-        "program_common": PROGRAM_COMMON.format(user_line=user_line),
+        "program_common": PROGRAM_COMMON.format(user_line=user_line, lib_dir=layout.lib_dir),
         "user_line": user_line,
     }
     # substitute() (not safe_substitute) so a misspelt placeholder fails loudly

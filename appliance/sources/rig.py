@@ -33,9 +33,8 @@ import random
 import zlib
 from math import floor
 from collections import deque
+from statistics import NormalDist
 from typing import Iterable
-
-import numpy as np
 
 from appliance.channels import BY_MNEMONIC
 from appliance.sources.events import Event
@@ -104,11 +103,12 @@ CHANNELS = ("DBTM", "DMEA", "BPOS", "ROPA", "HKLA", "WOBA", "TQA", "RPMA", "SPPA
             "SPM2", "SPM3", "TVA", "MFOP", "MFOA", "MFIA", "MDOA", "MDIA", "MTOA", "MTIA", "GASA")
 RESOLUTION = (100.0, 100.0, 100.0, 10.0, 10.0, 100.0, 100.0, 10.0, 10.0, 10.0, 10.0,
               10.0, 10.0, 100.0, 10.0, 10.0, 10.0, 100.0, 100.0, 10.0, 10.0, 100.0)
-# Normals drawn from numpy in blocks of this many frames, kept as Python floats: 256 rows is
-# 0.2 MB (4096 held 2.9 MB) and still one numpy call per 256 frames; the stream of values,
-# and so every simulated run, is the same whatever the block size.
-NOISE_ROWS = 256
-NOISE_COLUMNS = 20
+# Sensor noise per frame: this many standard normals, each the inverse normal CDF of a
+# uniform from the stream's own Mersenne Twister. The standard library, not numpy: the
+# source is one of the appliance's resident programs and numpy alone costs it ~15 MB;
+# NormalDist.inv_cdf (C in CPython) is ~7 us a frame, random.gauss three times that.
+NOISE_COLUMNS = 19
+_STANDARD_NORMAL = NormalDist()
 
 
 class Formation:
@@ -159,9 +159,7 @@ class RigModel:
         self._seed = seed
         self._event_rng = random.Random(seed ^ 0x5EED)  # pack-off erratics
         self._fault_rng: dict[Event, random.Random] = {}  # each spiking sensor its own stream
-        self._normals = np.random.Generator(np.random.PCG64(seed))
-        self._z: list[list[float]] = []
-        self._zi = 0
+        self._normals = random.Random(f"rig noise {seed}")  # str seeds are hashed: stable everywhere
         self.formation = Formation(seed)
         self.trip_every_ft = trip_every_ft
 
@@ -411,11 +409,10 @@ class RigModel:
             TAU_TEMP_OUT_CIRC_S, TAU_TEMP_OUT_STATIC_S, TAU_TEMP_IN_S))
 
     def _noise(self) -> list[float]:
-        if self._zi >= len(self._z):
-            self._z = self._normals.standard_normal((NOISE_ROWS, NOISE_COLUMNS)).tolist()
-            self._zi = 0
-        self._zi += 1
-        return self._z[self._zi - 1]
+        """NOISE_COLUMNS standard normals, the next in this seed's noise stream."""
+        uniform, inv_cdf = self._normals.random, _STANDARD_NORMAL.inv_cdf
+        # random() is 0.0 once in 2**53 draws, where the inverse CDF is -inf
+        return [inv_cdf(uniform() or 0.5) for _ in range(NOISE_COLUMNS)]
 
     def step(self, dt_s: float) -> dict[str, float]:
         """Advance `dt_s` rig seconds (0.001 to 10 and beyond) and return the frame at the new time."""

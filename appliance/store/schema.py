@@ -28,7 +28,8 @@ SCHEMA_VERSION = 2
 MINUTE_MS = 60_000
 HOUR_MS = 3_600_000
 
-# resolution name -> (table, bucket width in ms); "raw" is the samples table itself
+# resolution name -> (table, bucket width in ms); "raw" is the samples table itself. Finest
+# first, each width a multiple of the one before: the saver folds each from the one before.
 RESOLUTIONS: dict[str, tuple[str, int]] = {"1m": ("rollup_1m", MINUTE_MS), "1h": ("rollup_1h", HOUR_MS)}
 
 DDL = """

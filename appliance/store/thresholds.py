@@ -20,11 +20,13 @@ import math
 from typing import Any, NamedTuple
 
 from appliance.channels import BY_MNEMONIC, Channel
-from appliance.predict import alarms
 
 TOPIC = "control.thresholds"
 LIMITS = ("ll", "l", "h", "hh")  # in the order their values must rise
-PRIORITIES = tuple(reversed(alarms.PRIORITIES))  # the predictor's alarm priorities, lowest first
+# the predictor's alarm priorities (appliance.predict.alarms), lowest first; spelt out here so
+# that the saver and the web, which check settings, do not load the predictor's modules
+# (tests/test_thresholds.py holds the two equal)
+PRIORITIES = ("low", "medium", "high", "critical")
 FIELDS = ("channel", *LIMITS, "deadband", "priority", "by")
 MAX_BY = 200
 

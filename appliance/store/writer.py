@@ -17,9 +17,8 @@ from collections import defaultdict
 from itertools import chain
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
-import numpy as np
 import orjson
 
 from appliance.bus.envelope import Envelope, Frame
@@ -71,8 +70,8 @@ class Plan:
     names: tuple[str, ...]  # channel names, in the frames' key order
     columns: tuple[str, ...]  # their columns in `samples` (empty when a name is invalid)
     valid: bool
-    low: np.ndarray  # plausible range per channel; +-inf for channels outside the catalogue
-    high: np.ndarray
+    low: tuple[float, ...]  # plausible range per channel; +-inf for channels outside the catalogue
+    high: tuple[float, ...]
 
 
 @dataclass
@@ -153,9 +152,9 @@ class Writer:
             new = sum(n not in self.columns for n in names)
             valid = all(CHANNEL_NAME.match(n) for n in names) and len(self.columns) + new <= MAX_CHANNELS
             columns = tuple(self._channel(n, topic, ts) for n in names) if valid else ()
-            bounds = [(BY_MNEMONIC[n].low, BY_MNEMONIC[n].high) if n in BY_MNEMONIC else (-np.inf, np.inf)
+            bounds = [(BY_MNEMONIC[n].low, BY_MNEMONIC[n].high) if n in BY_MNEMONIC else (-math.inf, math.inf)
                       for n in names]
-            plan = Plan(names, columns, valid, np.array([b[0] for b in bounds]), np.array([b[1] for b in bounds]))
+            plan = Plan(names, columns, valid, tuple(float(b[0]) for b in bounds), tuple(float(b[1]) for b in bounds))
             self._plans[(topic, keys)] = plan
         return plan
 
@@ -170,7 +169,7 @@ class Writer:
         # channel name -> chunks of timestamps and of values, for the roll-ups
         series: dict[str, tuple[list, list]] = defaultdict(lambda: ([], []))
         # frames of channel values, grouped by topic and key set so each group is checked
-        # and written with a handful of numpy operations instead of per-value Python
+        # and written a channel at a time (C loops over lists) instead of value by value
         groups: dict[tuple[str, tuple[str, ...]], list[tuple[Envelope, Frame]]] = defaultdict(list)
         events: list[tuple] = []
         alerts: list[tuple] = []
@@ -215,19 +214,19 @@ class Writer:
             for (topic, keys), items in groups.items():
                 plan = self._plan(topic, keys, items[0][1].ts)
                 values = [tuple(f.data.values()) for _, f in items]
-                arr = self._checked(plan, values)
-                if arr is None:  # something in this group is bad: sort it out value by value
+                checked = self._checked(plan, values)
+                if checked is None:  # something in this group is bad: sort it out value by value
                     for env, frame in items:
                         self._frame_slowly(env, frame, received, dead, rows_by_columns, series)
                     continue
-                ts = np.fromiter((f.ts for _, f in items), dtype=np.int64, count=len(items))
+                ts = [f.ts for _, f in items]
                 # the checked floats, not the publisher's objects (an int may exceed 64 bits)
-                rows_by_columns[plan.columns].extend(zip(ts.tolist(), *arr.T.tolist()))
-                for j, name in enumerate(plan.names):
+                rows_by_columns[plan.columns].extend(zip(ts, *checked))
+                for name, column in zip(plan.names, checked):
                     ts_chunks, value_chunks = series[name]
                     ts_chunks.append(ts)
-                    value_chunks.append(arr[:, j])
-                stats.values += arr.size
+                    value_chunks.append(column)
+                stats.values += len(ts) * len(checked)
 
             newest = self._newest_if_no_collision(rows_by_columns)
             if newest is None:
@@ -236,14 +235,7 @@ class Writer:
                 rows_by_columns, series = self._without_collisions(rows_by_columns, received, dead)
             for columns, rows in rows_by_columns.items():
                 self.db.executemany(self._upsert_sql(columns), rows)
-            for table, width in rollups.RESOLUTIONS.values():
-                merged = []
-                for name, (ts_chunks, value_chunks) in series.items():
-                    merged.extend(rollups.as_row(a) for a in rollups.aggregate(
-                        self.channel_ids[name],
-                        np.concatenate([np.asarray(c, dtype=np.int64) for c in ts_chunks]),
-                        np.concatenate([np.asarray(c, dtype=np.float64) for c in value_chunks]), width))
-                self.db.executemany(rollups.merge_sql(table), merged)
+            self._write_rollups(series)
             if events:
                 self.db.executemany("INSERT INTO events (ts, topic, src, seq, data) VALUES (?, ?, ?, ?, ?)", events)
             if alerts:
@@ -290,6 +282,24 @@ class Writer:
             setattr(self.totals, name, getattr(self.totals, name) + getattr(stats, name))
         return stats
 
+    def _write_rollups(self, series: dict[str, tuple[list, list]]) -> None:
+        """Fold each channel's (timestamps, values) chunks into the roll-up tables. Channels
+        whose timestamps are the same chunks (the frames of one group) share their buckets."""
+        merged: dict[str, list[tuple]] = {table: [] for table, _ in rollups.RESOLUTIONS.values()}
+        finest_ms = next(iter(rollups.RESOLUTIONS.values()))[1]
+        shared: dict[tuple[int, ...], rollups.Buckets] = {}
+        for name, (ts_chunks, value_chunks) in series.items():
+            key = tuple(map(id, ts_chunks))  # the chunks live until the commit ends
+            where = shared.get(key)
+            if where is None:
+                ts = ts_chunks[0] if len(ts_chunks) == 1 else list(chain.from_iterable(ts_chunks))
+                where = shared[key] = rollups.buckets(ts, finest_ms)
+            values = value_chunks[0] if len(value_chunks) == 1 else list(chain.from_iterable(value_chunks))
+            for table, aggregates in rollups.by_table(self.channel_ids[name], where, values):
+                merged[table].extend(map(rollups.as_row, aggregates))
+        for table, rows in merged.items():
+            self.db.executemany(rollups.merge_sql(table), rows)
+
     def _write_gaps(self, gaps: list, received: int) -> list[tuple[GapRecord, int]]:
         """Insert, update or delete the gap rows; returns the new records' row ids, which
         the caller sets once the transaction has committed."""
@@ -320,17 +330,29 @@ class Writer:
                     "WHERE state = 'pending' ORDER BY id")]
 
     @staticmethod
-    def _checked(plan: Plan, values: list[tuple]) -> np.ndarray | None:
-        """The group's values as a 2-D float array, or None if any value must be refused."""
-        if not plan.valid or not set(map(type, chain.from_iterable(values))) <= {float, int}:
-            return None  # bad names, or strings, booleans, lists... among the values
-        try:
-            arr = np.array(values, dtype=np.float64)
-        except OverflowError:  # an integer too large for a float
+    def _checked(plan: Plan, values: list[tuple]) -> list[Sequence[float]] | None:
+        """The group's values as floats, one sequence per channel (the frames' order), or None
+        if any value must be refused."""
+        if not plan.valid:
             return None
-        if not (np.isfinite(arr) & (arr >= plan.low) & (arr <= plan.high)).all():
-            return None
-        return arr
+        types = set(map(type, chain.from_iterable(values)))
+        if types == {float}:
+            columns: list = list(zip(*values))
+        elif types <= {float, int}:
+            try:
+                columns = [list(map(float, column)) for column in zip(*values)]
+            except OverflowError:  # an integer too large for a float
+                return None
+        else:
+            return None  # strings, booleans, lists... among the values
+        for column, low, high in zip(columns, plan.low, plan.high):
+            # a sum is finite only if every term is (NaN and inf spread); min and max alone
+            # would let a NaN through
+            if not math.isfinite(sum(column)) and not all(map(math.isfinite, column)):
+                return None
+            if min(column) < low or max(column) > high:
+                return None
+        return columns
 
     def _threshold(self, env: Envelope, frame: Frame, received: int, limits: list, dead: list) -> None:
         """A threshold setting, checked again here: a bad one is dead-lettered, never stored."""

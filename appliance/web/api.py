@@ -10,7 +10,6 @@ import os
 import shutil
 import sqlite3
 import time
-import xmlrpc.client
 from typing import Any, Iterator
 
 import orjson
@@ -18,7 +17,6 @@ from flask import Blueprint, Response, abort, current_app, g, jsonify, request
 
 from appliance.bus.envelope import MAX_TS
 from appliance.channels import BY_MNEMONIC
-from appliance.sources import writers
 from appliance.store import read
 from appliance.store import thresholds as limits
 from appliance.store.schema import connect_reader
@@ -141,6 +139,8 @@ def latest():
 def export():
     """A channel set over a range as CSV, LAS 2.0 or WITSML 1.4.1.1 (`format`), streamed
     hour by hour in constant memory."""
+    from appliance.sources import writers  # with xml.sax and urllib: on the first export only
+
     names = channels_arg()
     end = int_arg("to", now_ms())
     start = int_arg("from", end - 3_600_000)
@@ -395,6 +395,8 @@ def supervisor_states(socket_path: str) -> list[dict[str, Any]] | str:
     """Every program's state from supervisord, or why it could not be asked."""
     if not os.path.exists(socket_path):
         return f"no supervisord control socket at {socket_path}"
+    import xmlrpc.client  # with xml.parsers and gzip: once the System view asks
+
     from supervisor.xmlrpc import SupervisorTransport, UnixStreamHTTPConnection
 
     class TimedConnection(UnixStreamHTTPConnection):
