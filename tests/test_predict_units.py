@@ -691,3 +691,21 @@ def test_limits_apply_to_derived_channels():
     _, res = run(steady_then(600, 200, gain), p)
     first = raised(res)
     assert "threshold.PITDEV.h" in first and 600 < first["threshold.PITDEV.h"] < 700
+
+
+def test_robust_window_median_is_numpys_median():
+    """signals._median stands in for np.median (which loads numpy.ma): the same values."""
+    import numpy as np
+
+    from appliance.predict.signals import RobustWindow, _median
+
+    rng = np.random.default_rng(5)
+    for n in [*range(1, 30), 599, 600]:
+        for _ in range(20):
+            data = np.round(rng.normal(size=n) * 10.0 ** rng.integers(-2, 4), int(rng.integers(0, 3)))
+            assert _median(data) == float(np.median(data)), (n, data)
+    assert math.isnan(_median(np.array([1.0, math.nan, 2.0])))
+    w = RobustWindow(4)
+    for x in (1.0, 9.0, 2.0, 4.0, 3.0):  # the first value has left the ring
+        w.add(x)
+    assert w.median_scale() == (3.5, 1.4826)  # deviations 5.5, 1.5, 0.5, 0.5

@@ -41,6 +41,18 @@ KEEP_REJECTS = 10_000
 KEEP_PAYLOAD_BYTES = 4096
 
 
+class Counts(dict):
+    """Counts by name; a name not counted yet reads 0, as with collections.Counter.
+
+    Not a Counter: Counter defines __delitem__, which routes every `c[name] += 1` store
+    through a Python-level slot (measured: three such updates cost ~5k CPU instructions
+    against ~2.5k here, and a subscriber makes them per message).
+    """
+
+    def __missing__(self, key: str) -> int:
+        return 0
+
+
 @dataclass(frozen=True, slots=True)
 class Reject:
     """A message that could not be used, kept for the dead-letter store."""
@@ -72,8 +84,7 @@ class DataSubscriber:
         self._stop = stop_event or threading.Event()
         self.tracker = SequenceTracker()
         self.rejects: collections.deque[Reject] = collections.deque(maxlen=KEEP_REJECTS)
-        self.stats: dict[str, int] = collections.Counter(
-            messages=0, frames=0, bytes=0, rejected=0, rejects_overflowed=0)
+        self.stats: dict[str, int] = Counts(messages=0, frames=0, bytes=0, rejected=0, rejects_overflowed=0)
 
     # -- hooks ------------------------------------------------------------------------
 

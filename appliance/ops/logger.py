@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import time
-from collections import Counter
 from typing import Sequence
 
 import orjson
@@ -18,7 +17,7 @@ from appliance.bus.envelope import Envelope
 from appliance.bus.heartbeat import Heartbeat
 from appliance.bus.publisher import Publisher
 from appliance.bus.sequence import Gap
-from appliance.bus.subscriber import DataSubscriber, Reject
+from appliance.bus.subscriber import Counts, DataSubscriber, Reject
 from appliance.config import Config
 
 log = logging.getLogger("rigtel.logger")
@@ -34,8 +33,8 @@ class BusLogger(DataSubscriber):
         self.summary_s = cfg.logger_summary_s
         self.heartbeat = Heartbeat(publisher, "logger", cfg.bus_heartbeat_s,
                                    stats=lambda: dict(self.stats)) if publisher else None
-        self.messages: Counter[str] = Counter()
-        self.frames: Counter[str] = Counter()
+        self.messages: dict[str, int] = Counts()  # per topic, this summary window
+        self.frames: dict[str, int] = Counts()
         self.sources: dict[str, set[str]] = {}
         self.last_seq: dict[str, int] = {}
         self.window_start = time.monotonic()

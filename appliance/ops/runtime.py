@@ -7,7 +7,6 @@ records the signal; each program's main loop notices and shuts down in order.
 
 from __future__ import annotations
 
-import ctypes
 import logging
 import os
 import signal
@@ -93,6 +92,8 @@ def release_freed_memory() -> None:
     """
     global _malloc_trim
     if _malloc_trim is None:
+        import ctypes  # on the first backlog only: ~0.3 MiB resident in every program otherwise
+
         try:
             _malloc_trim = ctypes.CDLL("libc.so.6").malloc_trim
         except (OSError, AttributeError):
