@@ -279,10 +279,35 @@ def test_a_new_regime_a_connection_or_a_kick_restarts_the_reference():
 
 
 def test_a_two_sample_glitch_cannot_raise_the_fast_test():
-    """Each second's fall counts at most three allowances: a glitch of −10 % on two samples
-    adds 4 allowances·s, well under the alarm level (16 σ·s)."""
+    """Each reading's fall counts at most three allowances: a glitch of −10 % on two readings
+    adds 4 allowances, well under the alarm level (12 σ = 16 allowances)."""
     rig = Drilling()
     rig.pump(1500, 650.0)
     glitch = (rig.t + 1, rig.t + 2)
     rig.pump(60, 650.0, factor=lambda t: 0.9 if t in glitch else 1.0)
     assert rig.first_fast() is None
+
+
+@pytest.mark.parametrize("every_s", [1.0, 3.0, 5.0, 10.0])
+def test_a_slow_recorder_s_noise_never_adds_up_to_a_fast_alarm(every_s):
+    """σ is one reading's scatter, so the fast sum adds per reading: a recorder sending every
+    3–5 s (Volve's every 3 s), or a 10 s gap, must not count one noisy reading several
+    times. 6 h of white noise at 0.5 % (when it added (drop − k)·dt, 3 s gave 2 alarms and
+    5 s gave 24); then a washout at 0.83 % a minute is still found within 3 minutes."""
+    rng = random.Random(7)
+    drop = RecentDrop(0.3)
+    t, alarms, was = 0.0, 0, False
+    while t < 6 * 3600:
+        t += every_s
+        d = drop.update(t, 100.0 + rng.gauss(0.0, 0.5), "rotary_drilling", 25.0, True, every_s)
+        now = d.judged and d.cusum >= d.alarm
+        alarms += now and not was
+        was = now
+    assert alarms == 0
+    start = t
+    while t < start + 600 and not was:
+        t += every_s
+        d = drop.update(t, 100.0 - 0.83 * (t - start) / 60.0 + rng.gauss(0.0, 0.5),
+                        "rotary_drilling", 25.0, True, every_s)
+        was = d.judged and d.cusum >= d.alarm
+    assert was and t - start <= 180, t - start

@@ -74,8 +74,8 @@ class HydraulicsWatch:
         change_pct = ps.residual_pct
         alarm = self.pressure.h
         # the fast test: the residual falling from its own level of the last minutes, at
-        # unchanged conditions (rig state, weight on bit) and with the returns matching flow in
-        # nor while the pressure is (or was until moments ago) up for the flow: the fall of a
+        # unchanged conditions (rig state, weight on bit) and with the returns matching flow in;
+        # not while the pressure is (or was until moments ago) up for the flow: the fall of a
         # pack-off's pressure back to normal is no washout (the rise CUSUM, which holds and
         # winds down, says so; the stretch starts again once it is under half its alarm)
         quiet = not flow.hold and flow.doubt < RETURNS_DOUBT and self.pressure.high < alarm / 2
@@ -150,7 +150,7 @@ class HydraulicsWatch:
         }
         wash_evidence = {**evidence, "falling_from_recent": fast,
                          "below_recent_pct": round(drop.drop_pct, 2) if drop.drop_pct is not None else None,
-                         "fast_cusum_pct_s": round(drop.cusum, 2), "fast_alarm_pct_s": round(drop.alarm, 2),
+                         "fast_cusum_pct": round(drop.cusum, 2), "fast_alarm_pct": round(drop.alarm, 2),
                          "fast_allowance_pct": round(drop.allowance_pct, 2)}
         relied = [x for x in ("SPPA", inp.flow_in_from, "MDIA" if "MDIA" in v else None) if x]
         pack_evidence = {**evidence, "pressure_rise": rise, "torque_std": round(tq_std, 3) if tq_std is not None else None,
@@ -172,7 +172,7 @@ class HydraulicsWatch:
                       + (f", falling: {drop.drop_pct:.1f} % below its level of the last minutes" if fast else "")
                       if change_pct is not None and spp is not None and ps.expected_psi is not None
                       else "Washout signs gone",
-                      {**wash_evidence, "relied_on": relied + (["WOBA"] if "WOBA" in v else [])},
+                      {**wash_evidence, "relied_on": relied + (["WOBA"] if fast and "WOBA" in v else [])},
                       suppressed=explained, on_delay_s=0.0, off_delay_s=300.0),
             Condition("packoff", "packoff", packoff if pack_known else None, "high",
                       "Pack-off / stuck pipe risk: " + (", ".join(signs) if signs else "signs gone"),

@@ -210,9 +210,9 @@ class PressureModel:
 DROP_REF_S = 480.0  # the recent level: the residual's mean over this much steady pumping ...
 DROP_LAG_S = 90.0  # ... ending this long ago, so a fall under way is not yet in it
 DROP_MIN_REF_S = 120.0  # of reference before anything is judged
-DROP_K_SIGMA = 0.75  # the allowance, in the residual's own noise σ (per second) ...
-DROP_H_SIGMA = 12.0  # ... and the alarm level, in σ·s
-DROP_CLIP = 3.0  # a second's fall counts at most this many allowances: ≥ 8 s of it to alarm
+DROP_K_SIGMA = 0.75  # the allowance, in the residual's own noise σ (per reading) ...
+DROP_H_SIGMA = 12.0  # ... and the alarm level, in σ summed over readings
+DROP_CLIP = 3.0  # a reading's fall counts at most this many allowances: ≥ 8 readings of it to alarm
 DROP_SIGMA_MIN_PCT = 0.2
 MASD_TO_SIGMA = 1.0 / 1.128  # white noise: mean |successive difference| = 2σ/√π
 WOB_TOLERANCE_KLBF = 2.0  # weight on bit off its reference mean by more than this (or 10 %) ...
@@ -243,7 +243,10 @@ class RecentDrop:
     the last minutes is left; the noise σ comes from the same stretch (successive
     differences, which a slow drift does not inflate). A one-sided CUSUM on the fall below
     the reference, with allowance DROP_K_SIGMA·σ (at least the `min_drop_pct` floor) and
-    alarm level DROP_H_SIGMA·σ·s, finds such a washout ~1 minute in.
+    alarm level DROP_H_SIGMA·σ, finds such a washout ~1 minute in at one reading a second.
+    The sum adds per reading, not per second: σ is the scatter of one reading, so a
+    recorder sending every 3–5 s (or a gap in the data) must not make one noisy reading
+    count several times.
 
     The stretch starts again (and the CUSUM is cleared) whenever the pressure model stops
     judging (pumps off or changing, a connection, a new rate being learned), the regime
@@ -319,5 +322,5 @@ class RecentDrop:
         h = DROP_H_SIGMA * sigma
         drop = mean - r
         dc = min(max(drop, -DROP_CLIP * k), DROP_CLIP * k)
-        self.cusum = min(2.0 * h, max(0.0, self.cusum + (dc - k) * dt_s))
+        self.cusum = min(2.0 * h, max(0.0, self.cusum + dc - k))
         return DropState(True, self.cusum, h, k, mean, drop)
