@@ -48,6 +48,10 @@ def envelope(**over):
     (envelope(data=..., batch=[{"ts": 2**64 - 1, "data": {}}]), "batch[0].ts"),
     (b'{"v":1,"src":"s","boot":"b","seq":1,"ts":1,"data":{"x":' + b"[" * 100 + b"]" * 100 + b"}}",
      "nested more than 64 levels"),
+    # the data's key spelt with an escape, and a look-alike '"data":{' at the deepest level:
+    # every brace comes before the look-alike, so the fast path must not take it
+    (b'{"v":1,"src":"s","boot":"b","seq":1,"ts":1,"\\u0064ata":' + b'{"a":' * 70
+     + b'{"x\\"data":{}}' + b"}" * 70 + b"}", "nested more than 64 levels"),
     (envelope(seq=True), "'seq'"),
     (envelope(seq=1.5), "'seq'"),
     (envelope(ts=-1), "'ts' must be epoch milliseconds"),
@@ -70,6 +74,16 @@ def test_size_and_topic_checks():
         decode(b"", envelope(), LIMIT)
     with pytest.raises(Rejected, match="not UTF-8"):
         decode(b"\xc3", envelope(), LIMIT)
+
+
+def test_only_topics_a_publisher_may_send_are_remembered():
+    """Decoded topics are cached, but a foreign publisher's long topics (up to the message
+    limit, 1 MiB) must not pile up in every subscriber: only those of at most 255 bytes."""
+    from appliance.bus import envelope as codec
+    long = b"x" * (codec.MAX_TOPIC_BYTES + 1)
+    assert decode(long, envelope(), LIMIT).topic == long.decode()
+    assert decode(bytearray(b"drilling"), envelope(), LIMIT).topic == "drilling"
+    assert long not in codec._topic_texts and b"drilling" in codec._topic_texts
 
 
 def test_check_finite_finds_nested_nan():

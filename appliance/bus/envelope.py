@@ -103,8 +103,9 @@ def _is_int(x: Any) -> bool:
 
 
 # Topics already decoded, bytes -> text: a bus carries a handful, and a dict lookup costs a
-# quarter of decoding them again for every message. Bounded: past the limit, topics not
-# yet met are decoded each time.
+# quarter of decoding them again for every message. Bounded in count and in size (only
+# topics a publisher may send, at most MAX_TOPIC_BYTES: a flood of junk topics holds at most
+# TOPIC_CACHE × 255 bytes); past the limit, topics not yet met are decoded each time.
 _topic_texts: dict[bytes, str] = {}
 TOPIC_CACHE = 1000
 
@@ -116,7 +117,7 @@ def _topic_text(topic: bytes) -> str:
         raise Rejected("topic is not UTF-8") from None
     if not text:
         raise Rejected("empty topic")
-    if len(_topic_texts) < TOPIC_CACHE and type(topic) is bytes:
+    if len(_topic_texts) < TOPIC_CACHE and type(topic) is bytes and len(topic) <= MAX_TOPIC_BYTES:
         _topic_texts[topic] = text
     return text
 
@@ -126,7 +127,7 @@ def decode(topic: bytes, payload: bytes, max_bytes: int) -> Envelope:
     size = len(topic) + len(payload)
     if size > max_bytes:
         raise Rejected(f"oversized: {size} bytes, the limit is {max_bytes}")
-    topic_text = _topic_texts.get(topic)
+    topic_text = _topic_texts.get(topic) if type(topic) is bytes else None
     if topic_text is None:
         topic_text = _topic_text(topic)
     try:
@@ -200,13 +201,16 @@ def _decode_plain(topic: str, payload: bytes, size: int, env: dict) -> Envelope 
     items = env.get("batch")
     if items is None:
         data = env.get("data")
-        # Nothing nested in the data: no bracket anywhere, and no brace after the first
-        # '"data":{' (the data's own, or an earlier look-alike inside a string, which then
-        # leaves the data's brace after it and takes the full checks). `91 in payload`
-        # (an int) is a memchr; bytes.find parses its arguments at ~4x the cost.
+        # Nothing nested in the data: no bracket anywhere, and exactly two braces — the
+        # envelope's, first, and the one of the first '"data":{', with none before or after
+        # it. A look-alike inside a string, or the data's key spelt otherwise ('"\u0064ata"',
+        # '"data" :{'), leaves another brace somewhere and takes the full checks, which
+        # enforce MAX_DEPTH. `91 in payload` (an int) is a memchr; bytes.find parses its
+        # arguments at ~4x the cost. (orjson writes no spaces: a standard-library `json`
+        # envelope, '"data": {', always takes the full checks; slower, not wrong.)
         if type(data) is dict and "batch" not in env and 91 not in payload:  # '['
-            _, found, rest = payload.partition(b'"data":{')
-            if found and 123 not in rest:  # '{'
+            head, found, rest = payload.partition(b'"data":{')
+            if found and 123 not in rest and head.find(b"{", 1) < 0:  # '{'
                 return _new(Envelope, (topic, src, boot, seq, ts, (_new(Frame, (ts, data)),), size))
         return None
     # one bracket (the batch's): two memchr-speed finds, where count() walks a 40 kB batch
