@@ -128,9 +128,10 @@ class SensorGuard:
                 before, masd, learn_until = undo[1], undo[2], undo[3]
                 limit = max(SPIKE_K * masd, st.floor)
                 if abs(x - before) <= limit and abs(x - before) <= SPIKE_RETURN * abs(prev - before):
-                    gross = self._gross(st, abs(prev - before), masd)
-                    st.spikes.append((t_s, gross))
-                    st.spikes.append((t_s, gross))
+                    # two spikes for the count of ordinary ones, but one glitch for the
+                    # gross count: a single two-second excursion is no failing gauge
+                    st.spikes.append((t_s, self._gross(st, abs(prev - before), masd)))
+                    st.spikes.append((t_s, False))
                     st.masd, st.learn_until = masd, learn_until
                     st.learning = []
                     st.accepted = x
