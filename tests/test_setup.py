@@ -4,8 +4,10 @@ configuration rendered from the template, the systemd unit; and `rigtel status` 
 from __future__ import annotations
 
 import configparser
+import os
 import re
 import subprocess
+import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -195,3 +197,28 @@ def test_data_checks_read_freshness_gaps_and_alerts_from_the_database(tmp_path: 
     assert alerts.level == WARN and "program-web" in alerts.text
     assert check_data(cfg, 2)[0].level == FAIL  # stale for a tighter limit
     db.close()
+
+
+def test_nothing_in_the_data_folder_can_shadow_the_installed_package(tmp_path: Path):
+    """Programs start in the data folder (writable by the service user), and `python -m`
+    would put it first on sys.path: the environment every program inherits from the rendered
+    supervisord.conf must keep it off, so a planted `appliance/` there is never imported."""
+    from supervisor.datatypes import dict_of_key_value_pairs
+
+    conf = render_supervisord_conf(TEMPLATE, Layout(tmp_path), sys.executable)
+    lib_dir = re.search(r"^directory = (.+)$", conf, re.M).group(1)
+    assert all(line == f"directory = {lib_dir}" for line in re.findall(r"^directory = .+$", conf, re.M))
+    inherited = dict_of_key_value_pairs(re.search(r"^\[supervisord\][^\[]*?^environment = ([^\n]+)$",
+                                                  conf, re.M | re.S).group(1))
+    shadow = Path(lib_dir) / "appliance"
+    shadow.mkdir(parents=True)
+    (shadow / "__init__.py").write_text("")
+    (shadow / "__main__.py").write_text("raise SystemExit('the planted package ran')\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
+    env["PYTHONPATH"] = str(REPO)  # where the real package is, as an installed one would be
+    planted = subprocess.run([sys.executable, "-m", "appliance", "--help"], cwd=lib_dir, env=env,
+                             capture_output=True, text=True, timeout=60)
+    assert "planted" in planted.stderr  # the hazard is real without the setting
+    ran = subprocess.run([sys.executable, "-m", "appliance", "--help"], cwd=lib_dir,
+                         env={**env, **inherited}, capture_output=True, text=True, timeout=60)
+    assert ran.returncode == 0 and "rigtel" in ran.stdout, ran.stderr

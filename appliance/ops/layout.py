@@ -17,9 +17,10 @@ if TYPE_CHECKING:
     from appliance.config import Config
 
 # `directory`: each program starts in the data folder, not in supervisord's working
-# directory. `python -m` puts the working directory first on sys.path, so a supervisord
-# started from a source checkout (as tests and benchmarks do) would run the checkout's
-# `appliance` package instead of the installed one.
+# directory (a source checkout, as tests and benchmarks start it). `python -m` would put the
+# working directory first on sys.path and run the checkout's `appliance` package instead of
+# the installed one; PYTHONSAFEPATH (set for every program in supervisord.conf.in) keeps it
+# off sys.path altogether, so nothing in the writable data folder can shadow the package.
 PROGRAM_COMMON = """\
 autostart = true
 directory = {lib_dir}
