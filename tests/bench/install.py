@@ -12,7 +12,7 @@
   with as many bare Python interpreters. PSS (shared pages such as libpython's and libzmq's
   divided among the processes that map them) is printed beside RSS: the memory the appliance
   really takes from the machine. RSS, which counts those pages once per process, is what the
-  targets are judged on. Figures in MiB (1024² bytes).
+  targets are judged on. Figures in MiB (1024² bytes), the targets' MB (10⁶ bytes) converted.
 """
 
 from __future__ import annotations
@@ -33,8 +33,10 @@ from tests.test_install import REPO, Install, Offline, _alive, _password_file, w
 NAME = "install"
 DESCRIPTION = "offline install time, cold start to every program RUNNING, total RSS of the appliance"
 SETTLE_S = 20
-TOTAL_MIB = 250  # issue 7: total RSS of the running appliance
-EACH_MIB = 45  # issue 2: each service
+# the issues' targets are in MB (10^6 bytes); the figures are in MiB, so the limits are the
+# stricter 238.4 and 42.9 MiB, true in either reading
+TOTAL_MIB = round(250e6 / 2**20, 1)  # issue 7: total RSS of the running appliance, 250 MB
+EACH_MIB = round(45e6 / 2**20, 1)  # issue 2: each service, 45 MB
 
 
 def summary(values: list[float]) -> dict[str, Any] | None:
