@@ -24,12 +24,14 @@ SPP = {"hh": 4500.0, "h": 4000.0, "l": 1000.0, "ll": 500.0, "deadband": 50.0, "p
 # -- the check ----------------------------------------------------------------------------
 
 
-
 def test_the_settings_priorities_are_the_predictors():
+    """Thresholds are checked without the predictor's modules (memory: the saver and the web
+    load them otherwise), so their priority names are written out twice and kept equal here."""
     from appliance.predict import alarms
     from appliance.store import thresholds
 
     assert thresholds.PRIORITIES == tuple(reversed(alarms.PRIORITIES))
+
 
 def test_a_good_setting_passes_and_unset_limits_are_none():
     t = check({"channel": "SPPA", **SPP, "by": "driller"})
