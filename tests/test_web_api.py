@@ -71,6 +71,29 @@ def test_channels_and_series(client):
     assert r.json["resolution"] == "1m" and len(r.json["channels"]["HKLA"]["ts"]) == 120
 
 
+@pytest.mark.parametrize("query", [
+    f"channels=HKLA,DMEA&from={T0}&to={T0 + 600_000}",  # raw
+    f"channels=DMEA,HKLA,DMEA&from={T0 - 3_600_000}&to={T0 + 7_200_000}&max_points=200",  # 1m, a name twice
+    f"channels=HKLA&from={T0 + 9_000_000}&to={T0 + 9_600_000}&resolution=raw",  # nothing there
+])
+def test_series_is_sent_a_channel_at_a_time_as_the_same_json(client, stored, query):
+    """/api/series sends read.series_json's pieces (one channel's values at a time in memory):
+    byte for byte orjson.dumps(read.series(...)), with its Content-Length."""
+    import orjson
+
+    from appliance.store import read
+    from appliance.store.schema import connect_reader
+
+    r = client.get(f"/api/series?{query}")
+    assert r.status_code == 200 and r.headers["Content-Length"] == str(len(r.data))
+    args = dict(a.split("=") for a in query.split("&"))
+    conn = connect_reader(stored)
+    want = read.series(conn, args["channels"].split(","), int(args["from"]), int(args["to"]),
+                       int(args.get("max_points", read.DEFAULT_MAX_POINTS)), args.get("resolution"))
+    conn.close()
+    assert r.data == orjson.dumps(want)
+
+
 @pytest.mark.parametrize("query, message", [
     ("channels=NOPE", "unknown channel(s): NOPE"),
     ("", "parameter 'channels' is required"),
