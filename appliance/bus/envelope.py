@@ -87,15 +87,13 @@ def check_topic(topic: str) -> bytes:
     return raw
 
 
-def encode(src: str, boot: str, seq: int, ts: int, *, data: dict | None = None,
+def encode(src: str, boot: str, seq: int, ts: int, data: dict | None = None,
            batch: Iterable[tuple[int, dict]] | None = None) -> bytes:
     """The JSON payload of one envelope: `data` for one frame, or `batch` of (ts, data)."""
-    env: dict[str, Any] = {"v": VERSION, "src": src, "boot": boot, "seq": seq, "ts": ts}
     if batch is None:
-        env["data"] = data
-    else:
-        env["batch"] = [{"ts": t, "data": d} for t, d in batch]
-    return orjson.dumps(env)
+        return orjson.dumps({"v": VERSION, "src": src, "boot": boot, "seq": seq, "ts": ts, "data": data})
+    return orjson.dumps({"v": VERSION, "src": src, "boot": boot, "seq": seq, "ts": ts,
+                         "batch": [{"ts": t, "data": d} for t, d in batch]})
 
 
 def _is_int(x: Any) -> bool:
