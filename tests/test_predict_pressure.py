@@ -247,6 +247,23 @@ def test_a_washout_starting_from_nothing_is_found_within_about_a_minute():
     assert statistics.median(fast_s) < statistics.median(sum_s) - 3, (fast_s, sum_s)
 
 
+def test_the_floor_setting_quiets_the_ramp_test_too():
+    """`predictor_washout_fast_drop_pct` is the knob for a rig whose pressure wanders: raised
+    to 1.5 %, neither fast test calls a fall before it has reached 1.5 % (the simulator's
+    washout: ~110 s), though the ramp's z passes its alarm level ~1 minute in."""
+    for seed in (1, 2, 3):
+        rig = Drilling(seed=seed)
+        rig.drop = RecentDrop(1.5)
+        rig.pump(1500, 650.0)
+        start = rig.t
+        rig.pump(400, 650.0, factor=lambda t: 1.0 - 0.25 * (t - start) / 1800.0)
+        fast = rig.first_fast()
+        assert fast is not None and fast - start >= 95, (seed, fast - start)
+        assert next(t for t, d in rig.fast if d.judged and d.ramp_z >= d.ramp_alarm) - start < 80
+        d = next(d for t, d in rig.fast if t == fast)
+        assert d.cusum >= d.alarm or d.ramp_fall_pct >= 1.5
+
+
 def test_a_pump_rate_step_too_small_for_the_flow_watch_restarts_the_reference():
     """The flow watch calls the pumps changing only past 3 % (a flow-in meter's scatter), but
     the pressure follows every stroke: a cut of 1–2.5 % (one to three strokes a minute)

@@ -173,7 +173,7 @@ class HydraulicsWatch:
                       f"Possible washout: standpipe pressure {change_pct:+.1f} % against the expected for the flow "
                       f"({spp - ps.expected_psi:+.0f} psi) at steady pumping"
                       + ((f", falling {drop.ramp_pct_min:.1f} % a minute for the last {drop.ramp_s:.0f} s"
-                          if drop.ramp_z >= drop.ramp_alarm else
+                          if drop.cusum < drop.alarm else
                           f", falling: {drop.drop_pct:.1f} % below its level of the last minutes") if fast else "")
                       if change_pct is not None and spp is not None and ps.expected_psi is not None
                       else "Washout signs gone",

@@ -241,10 +241,17 @@ class DropState(NamedTuple):
     ramp_pct_min: float = 0.0  # its slope, % a minute (positive: falling)
 
     @property
+    def ramp_fall_pct(self) -> float:
+        """How far the best-fitting ramp has taken the pressure down by now, %."""
+        return self.ramp_pct_min * self.ramp_s / 60.0
+
+    @property
     def falling(self) -> bool:
         """The fast test alarms: the sum of falls past its alarm level, or a fall growing
-        from nothing fitting a ramp by RAMP_Z σ."""
-        return self.judged and (self.cusum >= self.alarm or self.ramp_z >= self.ramp_alarm)
+        from nothing fitting a ramp by RAMP_Z σ and already past the allowance (so the
+        `min_drop_pct` floor quiets both)."""
+        return self.judged and (self.cusum >= self.alarm or (self.ramp_z >= self.ramp_alarm
+                                                             and self.ramp_fall_pct >= self.allowance_pct))
 
 
 class RecentDrop:
