@@ -408,7 +408,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("predictor_washout_drop_pct", _float_range(0.1, 90), "1",
             "Standpipe pressure below the expected for the flow by more than this many percent adds up towards a washout alarm (CUSUM slack; widened to twice the pressure's own scatter)."),
     Setting("predictor_washout_fast_drop_pct", _float_range(0.05, 90), "0.3",
-            "Standpipe pressure falling below its own level of the last minutes (steady pumping, same rig state and weight on bit) by more than this many percent adds up towards a washout alarm (fast CUSUM slack; widened to 0.75 of the pressure's own noise)."),
+            "Standpipe pressure falling below its own level of the last minutes (steady pumping, same rig state, pump rate and weight on bit) by more than this many percent adds up towards a washout alarm (fast CUSUM slack; widened to 0.75 of the pressure's own noise); a fall fitting a ramp from nothing is called only once it is this deep too."),
     Setting("predictor_overpull_klbf", _float_range(1, 1000), "25",
             "Pick-up hookload this much (klbf) above the usual pick-up weight is an overpull (pack-off / stuck pipe)."),
     Setting("predictor_flatline_s", _float_range(1, 86400), "30",

@@ -67,6 +67,32 @@ def test_bad_envelopes_are_rejected_with_a_reason(payload, reason):
     assert reason in str(e.value)
 
 
+@pytest.mark.parametrize("payload", [
+    b' {"v":1,"src":"a","boot":"b","seq":1,"ts":1,"data":{"x":1}}',  # space before the brace
+    b'{"v":1,"src":"a{","boot":"b","seq":1,"ts":1,"data":{"x":1}}',  # a brace in a string
+    b'{"v":1,"src":"\\"data\\":{","boot":"b","seq":1,"ts":1,"data":{"x":1}}',  # look-alike first
+    b'{"v":1,"src":"a","boot":"b","seq":1,"ts":1,"data":{"x":{"y":1}}}',  # nested data
+    b'{"v":1,"src":"a","boot":"b","seq":1,"ts":1,"data":{"x":"}"}}',
+    b'{"v":1,"src":"a","boot":"b","seq":1,"ts":1,"data":{"x":1},"extra":{}}',
+    b'{"v":1,"src":"a","boot":"b","seq":1,"ts":1,"data":{"x":1},"batch":null}',
+    b'{"v":1,"src":"a","boot":"b","seq":1,"ts":1,"data":5}',
+    b'{"v":1,"src":"a","boot":"b","seq":1,"ts":1,"data":{"x":1},"batch":[{"ts":2,"data":{"y":2}}]}',
+])
+def test_the_fast_path_decides_as_the_full_checks(payload, monkeypatch):
+    """decode's shortcut for the common envelope accepts and rejects what the full checks do."""
+    from appliance.bus import envelope as module
+
+    def outcome():
+        try:
+            return decode(b"drilling", payload, LIMIT)
+        except Rejected as e:
+            return f"rejected: {e}"
+
+    fast = outcome()
+    monkeypatch.setattr(module, "_decode_plain", lambda *args: None)
+    assert fast == outcome()
+
+
 def test_size_and_topic_checks():
     with pytest.raises(Rejected, match="oversized: 1033 bytes, the limit is 1024"):
         decode(b"t", b"x" * 1032, 1024)

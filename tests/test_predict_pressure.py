@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import math
 import random
+import statistics
 
 import pytest
 
-from appliance.predict.pressure import DROP_H_SIGMA, N_PRIOR, PressureModel, RecentDrop
+from appliance.predict.pressure import (DROP_H_SIGMA, DROP_LAG_S, N_PRIOR, RAMP_MIN_S, RAMP_Z, PressureModel,
+                                        RecentDrop)
 
 K, H = 1.0, 30.0  # the defaults: allowance 1 %, alarm at 30 %·s
 
@@ -22,10 +24,11 @@ def spp_for(q: float, n: float = 2.0, c: float = 2500.0 / 650.0 ** 2) -> float:
 class Rig:
     """Steps a PressureModel once a second with gauge noise on pressure and flow."""
 
-    def __init__(self, seed: int = 1, noise: float = 0.005) -> None:
+    def __init__(self, seed: int = 1, noise: float = 0.005, flow_noise: float = 0.004) -> None:
         self.m = PressureModel(K, K, H)
         self.rng = random.Random(seed)
         self.noise = noise
+        self.flow_noise = flow_noise  # strokes counted: a little scatter
         self.t = 0
         self.states = []
 
@@ -34,7 +37,7 @@ class Rig:
         for _ in range(seconds):
             self.t += 1
             spp = spp_for(q, n) * factor(self.t) * (1.0 + self.noise * self.rng.gauss(0.0, 1.0))
-            flow = q * (1.0 + 0.004 * self.rng.gauss(0.0, 1.0))  # strokes counted: a little scatter
+            flow = q * (1.0 + self.flow_noise * self.rng.gauss(0.0, 1.0))
             self.states.append((self.t, self.m.update(spp, flow, 10.0, bit_ft, True, explained, 1.0)))
 
     def stop(self, seconds: int) -> None:  # a connection: pumps off, then ramping
@@ -186,8 +189,8 @@ class Drilling(Rig):
     hydraulics watch would pass (rotary drilling, 25 klbf), and a 13 psi gauge on 3,000 psi
     (0.45 %: the simulator's)."""
 
-    def __init__(self, seed: int = 1, noise: float = 0.0045) -> None:
-        super().__init__(seed, noise)
+    def __init__(self, seed: int = 1, noise: float = 0.0045, flow_noise: float = 0.004) -> None:
+        super().__init__(seed, noise, flow_noise)
         self.drop = RecentDrop(0.3)
         self.fast = []
 
@@ -196,36 +199,104 @@ class Drilling(Rig):
         for _ in range(seconds):
             super().pump(1, q, n, factor, explained, bit_ft)
             s = self.states[-1][1]
-            self.fast.append((self.t, self.drop.update(float(self.t), s.normalised_pct if s.known else None, regime,
-                                                       wob(self.t), not explained, 1.0)))
+            self.fast.append((self.t, self.drop.update(float(self.t), s.pressure_pct if s.known else None, regime,
+                                                       wob(self.t), not explained, 1.0, s.flow_pct)))
 
     def stop(self, seconds):
         super().stop(seconds)
         for _ in range(seconds):
             self.fast.append((self.t, self.drop.update(float(self.t), None, "in_slips", None, True, 1.0)))
 
-    def first_fast(self) -> int | None:
-        return next((t for t, d in self.fast if d.judged and d.cusum >= d.alarm), None)
+    def first_fast(self, which: str = "either") -> int | None:
+        def alarms(d) -> bool:
+            return {"either": d.falling, "cusum": d.judged and d.cusum >= d.alarm,
+                    "ramp": d.judged and d.ramp_z >= d.ramp_alarm}[which]
+        return next((t for t, d in self.fast if alarms(d)), None)
 
     def peak_fast(self) -> float:
         return max((d.cusum / d.alarm for _, d in self.fast if d.judged), default=0.0)
+
+    def peak_z(self) -> float:
+        return max((d.ramp_z for _, d in self.fast if d.judged), default=0.0)
 
 
 def test_a_washout_starting_from_nothing_is_found_within_about_a_minute():
     """The simulator's washout: 25 % over 30 minutes (0.83 % a minute, ~21 psi a minute on
     2,500 psi) under a 13 psi gauge. The hour-long CUSUM needs it past its 1 % allowance and
     then 30 %·s beyond (~2.3 minutes: that was the alarm before); the fall from the
-    pressure's own level of the last minutes shows after about one."""
-    for seed in (1, 2, 3, 4):
+    pressure's own level of the last minutes shows after about one, and the ramp test,
+    which looks for just this shape, sooner than the fast sum (here ~44 s against ~49 s over
+    twelve seeds; on the simulator ~55 against ~62 s)."""
+    fast_s, sum_s = [], []
+    for seed in range(1, 13):
         rig = Drilling(seed=seed)
         rig.pump(1500, 650.0)
         start = rig.t
         rig.pump(400, 650.0, factor=lambda t: 1.0 - 0.25 * (t - start) / 1800.0)
-        fast, slow = rig.first_fast(), rig.first("low")
+        fast, alone, slow = rig.first_fast(), rig.first_fast("cusum"), rig.first("low")
         assert fast is not None and 25 <= fast - start <= 80, (seed, fast - start)
         assert slow is not None and slow - start > 110, (seed, slow - start)  # the old rule alone
+        fast_s.append(fast - start)
+        sum_s.append(alone - start)
         d = next(d for t, d in rig.fast if t == fast)
-        assert 0.3 < d.drop_pct < 2.5
+        if d.ramp_z >= d.ramp_alarm:  # the evidence: how fast, since when
+            assert 0.4 < d.ramp_pct_min < 2.5 and RAMP_MIN_S <= d.ramp_s <= DROP_LAG_S, d
+        else:
+            assert 0.3 < d.drop_pct < 2.5
+    assert statistics.median(fast_s) <= 47, fast_s
+    assert statistics.median(fast_s) < statistics.median(sum_s) - 3, (fast_s, sum_s)
+
+
+def test_the_floor_setting_quiets_the_ramp_test_too():
+    """`predictor_washout_fast_drop_pct` is the knob for a rig whose pressure wanders: raised
+    to 1.5 %, neither fast test calls a fall before it has reached 1.5 % (the simulator's
+    washout: ~110 s), though the ramp's z passes its alarm level ~1 minute in."""
+    for seed in (1, 2, 3):
+        rig = Drilling(seed=seed)
+        rig.drop = RecentDrop(1.5)
+        rig.pump(1500, 650.0)
+        start = rig.t
+        rig.pump(400, 650.0, factor=lambda t: 1.0 - 0.25 * (t - start) / 1800.0)
+        fast = rig.first_fast()
+        assert fast is not None and fast - start >= 95, (seed, fast - start)
+        assert next(t for t, d in rig.fast if d.judged and d.ramp_z >= d.ramp_alarm) - start < 80
+        d = next(d for t, d in rig.fast if t == fast)
+        assert d.cusum >= d.alarm or d.ramp_fall_pct >= 1.5
+
+
+def test_a_pump_rate_step_too_small_for_the_flow_watch_restarts_the_reference():
+    """The flow watch calls the pumps changing only past 3 % (a flow-in meter's scatter), but
+    the pressure follows every stroke: a cut of 1–2.5 % (one to three strokes a minute)
+    lowers it 2–5 % at once. The fast test compares the pressure at one pump rate, so the
+    rate leaving its reference mean starts the stretch again; before, when each reading was
+    divided by a 30 s average of the flow, the pressure led the average down and every one
+    of these cuts raised a washout. (Strokes scattering 0.3 % a reading, the simulator's:
+    the rate's mean over 3 readings shows a 1 % step at once; with a noisier flow in, a
+    step that takes longer to tell from the scatter is a step in pressure as large as the
+    rate's times its exponent, judged as a fall.)"""
+    for seed in (3, 4, 5, 6):
+        for cut in (0.99, 0.985, 0.98, 0.975):
+            rig = Drilling(seed=seed, flow_noise=0.003)
+            rig.pump(1500, 650.0)
+            assert rig.fast[-1][1].judged
+            rig.pump(600, 650.0 * cut)
+            assert rig.first_fast() is None, (seed, cut)
+            assert rig.peak_z() < RAMP_Z - 1.0, (seed, cut, rig.peak_z())
+            assert rig.fast[-1][1].judged  # judged again once the new rate has a reference
+
+
+def test_a_noisy_flow_meter_adds_nothing_to_the_pressure():
+    """Flow in from a meter scattering 1 % a reading (strokes scatter ~0.3 %): the pressure
+    follows the pumps, not the meter. Divided by a 30 s average of the meter's readings, the
+    pressure took on its slow wander (0.25 % with a pump exponent of 2, correlated over the
+    half minute the fast test adds up over) and alarmed within an hour on both seeds; at an
+    unchanged rate compared with itself it stays quiet."""
+    for seed in (1, 2):
+        rig = Drilling(seed=seed, flow_noise=0.01)
+        rig.pump(6 * 3600, 650.0)
+        assert rig.first_fast() is None
+        assert rig.peak_fast() < 0.75 and rig.peak_z() < RAMP_Z - 0.75, (rig.peak_fast(), rig.peak_z())
+        assert rig.fast[-1][1].alarm == pytest.approx(DROP_H_SIGMA * 0.45, rel=0.15)
 
 
 def test_steady_pumping_with_a_noisy_gauge_never_adds_up_to_a_fast_alarm():
@@ -239,7 +310,8 @@ def test_steady_pumping_with_a_noisy_gauge_never_adds_up_to_a_fast_alarm():
     assert rig.first_fast() is None
     assert rig.peak_fast() < 0.75
     d = rig.fast[-241][1]
-    assert d.judged and d.alarm == pytest.approx(DROP_H_SIGMA * 0.45 * 1.1, rel=0.25)
+    assert d.judged and d.alarm == pytest.approx(DROP_H_SIGMA * 0.45, rel=0.15)
+    assert rig.peak_z() < RAMP_Z - 0.75
     noisy = Drilling(seed=11, noise=0.02)
     noisy.pump(3600, 650.0)
     assert noisy.first_fast() is None and noisy.fast[-1][1].allowance_pct > 1.0
@@ -300,7 +372,7 @@ def test_a_slow_recorder_s_noise_never_adds_up_to_a_fast_alarm(every_s):
     while t < 6 * 3600:
         t += every_s
         d = drop.update(t, 100.0 + rng.gauss(0.0, 0.5), "rotary_drilling", 25.0, True, every_s)
-        now = d.judged and d.cusum >= d.alarm
+        now = d.falling
         alarms += now and not was
         was = now
     assert alarms == 0
@@ -309,5 +381,5 @@ def test_a_slow_recorder_s_noise_never_adds_up_to_a_fast_alarm(every_s):
         t += every_s
         d = drop.update(t, 100.0 - 0.83 * (t - start) / 60.0 + rng.gauss(0.0, 0.5),
                         "rotary_drilling", 25.0, True, every_s)
-        was = d.judged and d.cusum >= d.alarm
+        was = d.falling
     assert was and t - start <= 180, t - start

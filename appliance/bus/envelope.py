@@ -87,15 +87,13 @@ def check_topic(topic: str) -> bytes:
     return raw
 
 
-def encode(src: str, boot: str, seq: int, ts: int, *, data: dict | None = None,
+def encode(src: str, boot: str, seq: int, ts: int, data: dict | None = None,
            batch: Iterable[tuple[int, dict]] | None = None) -> bytes:
     """The JSON payload of one envelope: `data` for one frame, or `batch` of (ts, data)."""
-    env: dict[str, Any] = {"v": VERSION, "src": src, "boot": boot, "seq": seq, "ts": ts}
     if batch is None:
-        env["data"] = data
-    else:
-        env["batch"] = [{"ts": t, "data": d} for t, d in batch]
-    return orjson.dumps(env)
+        return orjson.dumps({"v": VERSION, "src": src, "boot": boot, "seq": seq, "ts": ts, "data": data})
+    return orjson.dumps({"v": VERSION, "src": src, "boot": boot, "seq": seq, "ts": ts,
+                         "batch": [{"ts": t, "data": d} for t, d in batch]})
 
 
 def _is_int(x: Any) -> bool:
@@ -198,20 +196,23 @@ def _decode_plain(topic: str, payload: bytes, size: int, env: dict) -> Envelope 
     if not (v == VERSION and type(src) is str and src and type(boot) is str and boot
             and type(seq) is int and 1 <= seq <= MAX_SEQ and type(ts) is int and 0 <= ts < MAX_TS):
         return None
+    data = env.get("data")
+    if type(data) is dict and "batch" not in env:
+        # Nothing nested in the data: no bracket anywhere, and exactly two braces — the
+        # envelope's, the only one before the first '"data":{', and that one's, with none
+        # after it. A look-alike inside a string, or the data's key spelt otherwise
+        # ('"\u0064ata"', '"data" :{'), leaves another brace somewhere and takes the full
+        # checks, which enforce MAX_DEPTH. Single bytes are ints: `91 in payload` is a
+        # memchr, and count(123) on the short head costs less than find(b"{", 1), which
+        # parses its arguments. (orjson writes no spaces: a standard-library `json`
+        # envelope, '"data": {', always takes the full checks; slower, not wrong.)
+        if 91 not in payload:  # '['
+            head, found, rest = payload.partition(b'"data":{')
+            if found and 123 not in rest and head.count(123) == 1:  # '{'
+                return _new(Envelope, (topic, src, boot, seq, ts, (_new(Frame, (ts, data)),), size))
+        return None
     items = env.get("batch")
     if items is None:
-        data = env.get("data")
-        # Nothing nested in the data: no bracket anywhere, and exactly two braces — the
-        # envelope's, first, and the one of the first '"data":{', with none before or after
-        # it. A look-alike inside a string, or the data's key spelt otherwise ('"\u0064ata"',
-        # '"data" :{'), leaves another brace somewhere and takes the full checks, which
-        # enforce MAX_DEPTH. `91 in payload` (an int) is a memchr; bytes.find parses its
-        # arguments at ~4x the cost. (orjson writes no spaces: a standard-library `json`
-        # envelope, '"data": {', always takes the full checks; slower, not wrong.)
-        if type(data) is dict and "batch" not in env and 91 not in payload:  # '['
-            head, found, rest = payload.partition(b'"data":{')
-            if found and 123 not in rest and head.find(b"{", 1) < 0:  # '{'
-                return _new(Envelope, (topic, src, boot, seq, ts, (_new(Frame, (ts, data)),), size))
         return None
     # one bracket (the batch's): two memchr-speed finds, where count() walks a 40 kB batch
     # byte by byte (~140k instructions); the braces have no such shortcut

@@ -23,6 +23,7 @@ import os
 import socket
 import time
 import uuid
+from time import time_ns
 from typing import TYPE_CHECKING, Any, Iterable
 
 import zmq
@@ -118,9 +119,11 @@ class Publisher:
         """
         if not isinstance(data, dict):
             raise ValueError(f"data must be a dict, not {type(data).__name__}")
-        if ts is not None:
+        if ts is None:
+            ts = time_ns() // 1_000_000
+        else:
             check_ts(ts)
-        return self._send(topic, ts, data=data)
+        return self._send(topic, ts, data, None)
 
     def publish_batch(self, topic: str, frames: Iterable[tuple[int, dict[str, Any]]]) -> int:
         """Publish many (ts_ms, data) frames in one message; returns its seq."""
@@ -131,31 +134,37 @@ class Publisher:
             if not isinstance(data, dict):
                 raise ValueError(f"frame {i}: data must be a dict, not {type(data).__name__}")
             check_ts(ts, f"frame {i}: ")
-        return self._send(topic, None, batch=frames)
+        return self._send(topic, now_ms(), None, frames)
 
-    def _send(self, topic: str, ts: int | None, **body: Any) -> int:
+    def _send(self, topic: str, ts: int, data: dict | None, batch: list | None) -> int:
+        """Encode and send one envelope: `data` for one frame, else `batch`.
+
+        Positional arguments all the way to encode(): keyword arguments passed on twice
+        cost ~4k of the ~34k CPU instructions a publish() took (callgrind).
+        """
         raw_topic = self._topics.get(topic) if type(topic) is str else None
         if raw_topic is None:
             raw_topic = check_topic(topic)
             if len(self._topics) < 1000:
                 self._topics[topic] = raw_topic
         seq = self._seq.get(topic, 0) + 1
-        payload = encode(self.src, self.boot, seq, now_ms() if ts is None else ts, **body)
+        payload = encode(self.src, self.boot, seq, ts, data, batch)
         if b"null" in payload:
             # orjson writes NaN and infinities as null: only a payload with a null can hide
             # one, so only then is the data walked (telemetry rarely carries nulls)
-            if "data" in body:
-                check_finite(body["data"])
+            if batch is None:
+                check_finite(data)
             else:
-                for i, (_, data) in enumerate(body["batch"]):
-                    check_finite(data, f"frame {i}")
+                for i, (_, frame) in enumerate(batch):
+                    check_finite(frame, f"frame {i}")
         size = len(raw_topic) + len(payload)
         if size > self.max_message_bytes:
             raise ValueError(f"message of {size} bytes exceeds bus_max_message_bytes "
                              f"({self.max_message_bytes}); split it into smaller batches")
         # two send() calls with int flags: half the cost of send_multipart's enum arithmetic
-        self._socket.send(raw_topic, SNDMORE)
-        self._socket.send(payload)
+        send = self._socket.send
+        send(raw_topic, SNDMORE)
+        send(payload)
         if self.spool is not None and not topic.startswith("sys."):
             self.spool.append(topic, raw_topic, seq, payload)
         self._seq[topic] = seq

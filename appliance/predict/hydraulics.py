@@ -9,8 +9,9 @@ appliance.predict.pressure:
   string or a lost nozzle lets the mud past with less pressure. Needs SPPA and flow in
   (MFIA or strokes); MDIA is used when sent. Not judged while a kick or loss is suspected
   (both lower the pressure too). Also (pressure.RecentDrop) the pressure falling from its
-  own level of the last minutes at unchanged rig state and weight on bit (WOBA when sent):
-  the early sign of a washout starting from nothing, found about a minute in.
+  own level of the last minutes at unchanged rig state, pump rate and weight on bit (WOBA
+  when sent), added up (CUSUM) or fitting a ramp from nothing (matched filter): the early
+  sign of a washout starting from nothing, found within about a minute.
 - pack-off: cuttings packing around the string choke the annulus and grip the pipe. Signs:
   the pressure adding up above the expected by more than `packoff_rise_pct` %; torque
   scatter (30 s) `packoff_torque_ratio` times its norm while drilling; two or more pressure
@@ -79,8 +80,8 @@ class HydraulicsWatch:
         # pack-off's pressure back to normal is no washout (the rise CUSUM, which holds and
         # winds down, says so; the stretch starts again once it is under half its alarm)
         quiet = not flow.hold and flow.doubt < RETURNS_DOUBT and self.pressure.high < alarm / 2
-        drop = self.drop.update(inp.t_s, ps.normalised_pct if ps.known else None, inp.state, v.get("WOBA"),
-                                quiet, dt_s)
+        drop = self.drop.update(inp.t_s, ps.pressure_pct if ps.known else None, inp.state, v.get("WOBA"),
+                                quiet, dt_s, ps.flow_pct)
 
         # torque scatter while drilling with the string turning
         tq = v.get("TQA")
@@ -135,7 +136,7 @@ class HydraulicsWatch:
         # a minute) while the flow meters are still adding it up: with a meter a quarter of
         # the way to its alarm the fast test waits (the kick alarm, when it comes, suppresses
         # the washout alarm as its consequence)
-        fast = drop.judged and drop.cusum >= drop.alarm and flow.doubt < RETURNS_UNSURE
+        fast = drop.falling and flow.doubt < RETURNS_UNSURE
         washout = ps.known and (ps.low >= alarm or fast)
         evidence = {
             "spp_psi": round(spp, 1) if spp is not None else None,
@@ -151,7 +152,9 @@ class HydraulicsWatch:
         wash_evidence = {**evidence, "falling_from_recent": fast,
                          "below_recent_pct": round(drop.drop_pct, 2) if drop.drop_pct is not None else None,
                          "fast_cusum_pct": round(drop.cusum, 2), "fast_alarm_pct": round(drop.alarm, 2),
-                         "fast_allowance_pct": round(drop.allowance_pct, 2)}
+                         "fast_allowance_pct": round(drop.allowance_pct, 2),
+                         "ramp_z": round(drop.ramp_z, 2), "ramp_alarm_z": drop.ramp_alarm,
+                         "ramp_s": round(drop.ramp_s), "ramp_pct_min": round(drop.ramp_pct_min, 2)}
         relied = [x for x in ("SPPA", inp.flow_in_from, "MDIA" if "MDIA" in v else None) if x]
         pack_evidence = {**evidence, "pressure_rise": rise, "torque_std": round(tq_std, 3) if tq_std is not None else None,
                          "torque_norm_std": round(self.torque_norm.value, 3) if self.torque_norm.value is not None else None,
@@ -169,7 +172,9 @@ class HydraulicsWatch:
             Condition("washout", "washout", washout if wash_known else None, "medium",
                       f"Possible washout: standpipe pressure {change_pct:+.1f} % against the expected for the flow "
                       f"({spp - ps.expected_psi:+.0f} psi) at steady pumping"
-                      + (f", falling: {drop.drop_pct:.1f} % below its level of the last minutes" if fast else "")
+                      + ((f", falling {drop.ramp_pct_min:.1f} % a minute for the last {drop.ramp_s:.0f} s"
+                          if drop.cusum < drop.alarm else
+                          f", falling: {drop.drop_pct:.1f} % below its level of the last minutes") if fast else "")
                       if change_pct is not None and spp is not None and ps.expected_psi is not None
                       else "Washout signs gone",
                       {**wash_evidence, "relied_on": relied + (["WOBA"] if fast and "WOBA" in v else [])},

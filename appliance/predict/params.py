@@ -43,7 +43,7 @@ class PredictorParams:
     pit_baseline_tau_s: float = 1800.0  # the pit baseline relaxes towards the pit this slowly
     # -- washout and pack-off
     washout_drop_pct: float = 1.0  # standpipe pressure below the expected for the flow by more than this adds up (CUSUM k)
-    washout_fast_drop_pct: float = 0.3  # ... below its own level of the last minutes by more than this (and 0.75 σ) adds up (fast CUSUM k)
+    washout_fast_drop_pct: float = 0.3  # ... below its own level of the last minutes by more than this (and 0.75 σ) adds up (fast CUSUM k; the ramp test's least fall)
     packoff_rise_pct: float = 1.0  # ... above it by more than this adds up towards "pressure up" (CUSUM k)
     pressure_alarm_pct_s: float = 30.0  # ... and either alarms at this many %·s added up (CUSUM h)
     packoff_torque_ratio: float = 3.0  # torque scatter above its norm by this factor: erratic
