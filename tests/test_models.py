@@ -141,3 +141,40 @@ def test_models_publish_derived_channels_for_the_engine():
     assert out["DRILL_RATE"] == pytest.approx(60.0, rel=0.05) and out["ETA_TD"] == pytest.approx(495 / 60 / 60 * 60, rel=0.05)
     off = m.step(T0 + 301_000, {"TVA": 605.0}, "tripping_out")
     assert "ROP_PRED" not in off and "PIT_TREND" in off
+
+
+def _numpy_fit(wob, rpm, rop, prior=(1.0, 0.6), ridge=0.5):
+    """The fit as it was written with numpy (np.linalg.solve of the same normal equations):
+    the reference for the plain-Python one."""
+    y = np.log(rop)
+    cols = [np.ones_like(y), np.log(wob)]
+    target = [0.0, prior[0]]
+    if rpm is not None:
+        cols.append(np.log(rpm))
+        target.append(prior[1])
+    x = np.column_stack(cols)
+    penalty = np.diag([0.0] + [ridge] * (len(cols) - 1))
+    beta = np.linalg.solve(x.T @ x + penalty, x.T @ y + penalty @ np.array(target))
+    resid = y - x @ beta
+    r2 = 1.0 - float((resid ** 2).sum()) / float(((y - y.mean()) ** 2).sum())
+    return [float(b) for b in beta], r2
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_the_plain_python_fit_gives_numpys_answer(seed):
+    """fit_rop keeps numpy out of the predictor (~15 MiB): on spread, nearly constant and
+    sliding data its exponents, level, R² and predicted ROP are numpy's to 1e-9 relative
+    (both are rounding away from the exact answer: numpy's sums are not exact, these are)."""
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(18, 361))
+    wob = rng.uniform(5, 45, n) if seed % 2 else 25.0 + rng.normal(0, 0.01, n)
+    rpm = rng.uniform(40, 200, n)
+    rop = bingham(wob, rpm) * np.exp(rng.normal(0, 0.05, n))
+    for r in (rpm, None):
+        fit = fit_rop(list(wob), None if r is None else list(r), list(rop))
+        beta, r2 = _numpy_fit(wob, r, rop)
+        got = [fit.ln_k, fit.a_wob] + ([fit.b_rpm] if r is not None else [])
+        assert got == pytest.approx(beta, rel=1e-9, abs=1e-12)
+        assert fit.r2 == pytest.approx(r2, rel=1e-9, abs=1e-12) and fit.n == n
+        predicted = math.exp(beta[0] + beta[1] * math.log(30.0) + (beta[2] * math.log(120.0) if r is not None else 0))
+        assert fit.predict(30.0, 120.0 if r is not None else 1.0) == pytest.approx(predicted, rel=1e-9)

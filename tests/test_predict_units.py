@@ -724,3 +724,105 @@ def test_robust_window_median_is_numpys_median():
     for x in (1.0, 9.0, 2.0, 4.0, 3.0):  # the first value has left the ring
         w.add(x)
     assert w.median_scale() == (3.5, 1.4826)  # deviations 5.5, 1.5, 0.5, 0.5
+
+
+class _TupleWindow:
+    """TimeWindow as it was before its samples were packed (a deque of (t, x) tuples): the
+    reference the packed one must match to the last bit."""
+
+    def __init__(self, span_s: float) -> None:
+        from collections import deque
+
+        self.span_s, self.items = span_s, deque()
+        self.clear()
+
+    def add(self, t_s: float, x: float) -> None:
+        items = self.items
+        if not items:
+            self.origin = t_s
+        items.append((t_s, x))
+        u = t_s - self.origin
+        self.sum += x
+        self.sum2 += x * x
+        self.st += u
+        self.stt += u * u
+        self.stx += u * x
+        while items[0][0] < t_s - self.span_s:
+            t_old, old = items.popleft()
+            u = t_old - self.origin
+            self.sum -= old
+            self.sum2 -= old * old
+            self.st -= u
+            self.stt -= u * u
+            self.stx -= u * old
+
+    def clear(self) -> None:
+        self.items.clear()
+        self.sum = self.sum2 = self.st = self.stt = self.stx = 0.0
+        self.origin = 0.0
+
+
+def _tuple_speed(items, span_s: float, t_s: float, x: float):
+    items.append((t_s, x))
+    while len(items) > 2 and items[1][0] <= t_s - span_s:
+        items.popleft()
+    t0, x0 = items[0]
+    return None if t_s - t0 <= 0 else (x - x0) / (t_s - t0)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_packed_windows_match_the_tuple_windows(seed):
+    """TimeWindow and Speed keep their samples in arrays (16 bytes a sample, not ~100): the
+    sums, means, slopes and speeds stay bit-for-bit those of the deque-of-tuples version,
+    through irregular rates, repeated times, pauses longer than the window and clears."""
+    import random
+    from collections import deque
+
+    from appliance.predict.signals import Speed, TimeWindow
+
+    rng = random.Random(seed)
+    span = rng.choice([0.5, 5.0, 30.0])
+    packed, ref = TimeWindow(span), _TupleWindow(span)
+    speed, speed_ref = Speed(span), deque()
+    t = 1_700_000_000.0
+    for i in range(20_000):
+        t += rng.choice([0.0, 0.01, 0.01, 0.01, 0.1, 1.0, 0.003]) if i % 3000 else span * 3
+        x = rng.choice([rng.gauss(5000.0, 40.0), float(rng.randint(0, 400)), rng.random()])
+        if rng.random() < 0.0005:
+            packed.clear()
+            ref.clear()
+        packed.add(t, x)
+        ref.add(t, x)
+        assert speed.add(t, x) == _tuple_speed(speed_ref, span, t, x)
+        assert len(packed) == len(ref.items)
+        assert (packed.sum, packed.sum2, packed.st, packed.stt, packed.stx, packed.origin) == \
+               (ref.sum, ref.sum2, ref.st, ref.stt, ref.stx, ref.origin)
+        assert packed.covered_s == ref.items[-1][0] - ref.items[0][0]
+        assert packed.last() == ref.items[-1][1]
+    assert len(packed.ts) < 2 * len(packed) + 200  # what has left the window is let go
+    assert len(speed.ts) < 2 * (len(speed_ref)) + 200
+    empty = TimeWindow(1.0)
+    assert (len(empty), empty.covered_s, empty.last(), empty.rate()) == (0, 0.0, None, None)
+
+
+def test_dysfunction_quarters_are_numpys_to_the_bit():
+    """The MSE/ROP trend's quarter means, in plain Python, equal numpy's np.array_split +
+    mean(axis=0) exactly (same summation order), for every window length it can see."""
+    import random
+
+    import numpy as np
+
+    from appliance.predict.dysfunction import _div, _quarter_means
+
+    rng = random.Random(7)
+    for n in [*range(120, 140), *rng.sample(range(140, 901), 40)]:
+        rows = [(float(i), rng.gauss(30000, 5000), rng.uniform(1, 200), rng.choice([25, 25.5, rng.gauss(25, 3)]),
+                 rng.gauss(120, 10)) for i in range(n)]
+        q = np.array([x.mean(axis=0) for x in np.array_split(np.array(rows)[:, 1:], 4)])
+        assert _quarter_means(rows) == q.tolist(), n
+        for c in (2, 3):
+            assert sum(row[c] for row in _quarter_means(rows)) / 4 == q[:, c].mean()
+    with np.errstate(divide="ignore", invalid="ignore"):
+        for a, b in ((1.0, 0.0), (-1.0, 0.0), (0.0, 0.0), (3.0, -0.0), (2.0, 4.0)):
+            want = float(np.float64(a) / np.float64(b))
+            assert _div(a, b) == want or (math.isnan(want) and math.isnan(_div(a, b)))

@@ -222,3 +222,44 @@ def test_nothing_in_the_data_folder_can_shadow_the_installed_package(tmp_path: P
     ran = subprocess.run([sys.executable, "-m", "appliance", "--help"], cwd=lib_dir,
                          env={**env, **inherited}, capture_output=True, text=True, timeout=60)
     assert ran.returncode == 0 and "rigtel" in ran.stdout, ran.stderr
+
+
+LOADER = Path("/lib64/ld-linux-x86-64.so.2")
+
+
+def _glibc_tunables(env: dict[str, str]) -> dict[str, int]:
+    """The malloc tunables glibc's loader reads from this environment, as a program started
+    with it gets them (`ld.so --list-tunables`, glibc 2.33+)."""
+    out = subprocess.run([str(LOADER), "--list-tunables"], env=env, capture_output=True, text=True,
+                         timeout=30).stdout
+    return {m[1]: int(m[2], 16) for m in re.finditer(r"^glibc\.malloc\.(\w+): (0x[0-9a-f]+)", out, re.M)}
+
+
+@pytest.mark.skipif(not LOADER.exists(), reason="x86-64 glibc loader not found")
+@pytest.mark.parametrize("sets", [{}, {"malloc_arena_max": "1", "malloc_threshold_kb": "256"},
+                                  {"malloc_arena_max": "0", "malloc_threshold_kb": "0"}])
+def test_the_malloc_settings_reach_every_program_and_glibc(tmp_path: Path, sets):
+    """malloc_arena_max and malloc_threshold_kb are rendered into supervisord's environment:
+    supervisord's own parser of the rendered file hands them to every program, and glibc
+    reads them from there (0: the variable is not set, glibc keeps its own behaviour)."""
+    from supervisor.options import ServerOptions
+
+    settings = load(sets, env={}, dotenv="", config_file=str(_empty_ini(tmp_path)))
+    layout = Layout(tmp_path / "root")
+    layout.make_dirs()
+    conf = tmp_path / "supervisord.conf"
+    conf.write_text(render_supervisord_conf(TEMPLATE, layout, sys.executable, settings=settings))
+    options = ServerOptions()
+    options.realize(["-c", str(conf)])
+    programs = {p.name: p.environment for g in options.process_group_configs for p in g.process_configs}
+    assert set(programs) == {p.name for p in setup.programs(conf.read_text())} and "web" in programs
+    if not sets:  # the defaults docs/DEPLOYMENT.md explains
+        assert (settings.malloc_arena_max, settings.malloc_threshold_kb) == (2, 128)
+    want = {"arena_max": settings.malloc_arena_max, "mmap_threshold": settings.malloc_threshold_kb * 1024,
+            "trim_threshold": settings.malloc_threshold_kb * 1024}
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("MALLOC_", "GLIBC_"))}
+    assert {k: _glibc_tunables(base)[k] for k in want} == dict.fromkeys(want, 0)  # glibc's own
+    for name, env in programs.items():
+        assert env.get("PYTHONSAFEPATH") == "1", name
+        got = _glibc_tunables({**base, **env})
+        assert {k: got[k] for k in want} == want, (name, env)

@@ -71,6 +71,29 @@ def test_channels_and_series(client):
     assert r.json["resolution"] == "1m" and len(r.json["channels"]["HKLA"]["ts"]) == 120
 
 
+@pytest.mark.parametrize("query", [
+    f"channels=HKLA,DMEA&from={T0}&to={T0 + 600_000}",  # raw
+    f"channels=DMEA,HKLA,DMEA&from={T0 - 3_600_000}&to={T0 + 7_200_000}&max_points=200",  # 1m, a name twice
+    f"channels=HKLA&from={T0 + 9_000_000}&to={T0 + 9_600_000}&resolution=raw",  # nothing there
+])
+def test_series_is_sent_a_channel_at_a_time_as_the_same_json(client, stored, query):
+    """/api/series sends read.series_json's pieces (one channel's values at a time in memory):
+    byte for byte orjson.dumps(read.series(...)), with its Content-Length."""
+    import orjson
+
+    from appliance.store import read
+    from appliance.store.schema import connect_reader
+
+    r = client.get(f"/api/series?{query}")
+    assert r.status_code == 200 and r.headers["Content-Length"] == str(len(r.data))
+    args = dict(a.split("=") for a in query.split("&"))
+    conn = connect_reader(stored)
+    want = read.series(conn, args["channels"].split(","), int(args["from"]), int(args["to"]),
+                       int(args.get("max_points", read.DEFAULT_MAX_POINTS)), args.get("resolution"))
+    conn.close()
+    assert r.data == orjson.dumps(want)
+
+
 @pytest.mark.parametrize("query, message", [
     ("channels=NOPE", "unknown channel(s): NOPE"),
     ("", "parameter 'channels' is required"),
@@ -172,3 +195,44 @@ def test_the_live_hub_takes_only_its_own_topics(tmp_path):
     hub.on_envelope(Envelope("drilling", "x", "b", 1, T0, (Frame(T0, {"DMEA": 5000.0}),), 10))
     assert hub.latest == {"DMEA": (T0, 5000.0)}
     assert s.drain()[0] == [(T0, {"DMEA": 5000.0})]
+
+
+def test_idle_web_threads_hold_no_finished_connection():
+    """waitress's workers keep their last task (the connection: request, buffers) while they
+    wait; server.task_dispatcher's hand-over lets it go. Served by every thread in turn, then
+    no connection object is left alive, against one per thread with waitress's own pool."""
+    import concurrent.futures
+    import gc
+    import threading
+    import time
+    import urllib.request
+
+    from waitress.channel import HTTPChannel
+    from waitress.server import create_server
+
+    from appliance.web.server import task_dispatcher
+
+    def app(environ, start_response):
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [b"x" * 20_000]
+
+    def alive_after_requests(**kw) -> int:
+        server = create_server(app, host="127.0.0.1", port=0, threads=8, **kw)
+        threading.Thread(target=server.run, daemon=True).start()
+        try:
+            url = f"http://127.0.0.1:{server.effective_port}/"
+            with concurrent.futures.ThreadPoolExecutor(8) as pool:
+                assert all(len(b) == 20_000 for b in pool.map(
+                    lambda _: urllib.request.urlopen(url, timeout=30).read(), range(200)))
+            deadline = time.monotonic() + 10
+            while True:  # the loop closes each connection once its response is sent
+                gc.collect()
+                alive = [c for c in gc.get_objects() if isinstance(c, HTTPChannel) and c.server is server]
+                if all(not c.connected for c in alive) or time.monotonic() > deadline:
+                    return len(alive)
+                time.sleep(0.1)
+        finally:
+            server.close()
+
+    assert alive_after_requests(_dispatcher=task_dispatcher(8)) == 0
+    assert alive_after_requests() > 0  # waitress's own pool: the hazard is real

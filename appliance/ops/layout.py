@@ -85,14 +85,7 @@ class Layout:
 def program_enabled(name: str, settings: "Config | None") -> bool:
     """Whether a program is meant to run with these settings (a Config, or None: defaults)."""
     setting = OPTIONAL_PROGRAMS.get(name)
-    if setting is None:
-        return True
-    if settings is None:
-        from appliance.config import SETTINGS
-
-        declared = next(s for s in SETTINGS if s.name == setting)
-        return bool(declared.convert(declared.default))
-    return bool(getattr(settings, setting))
+    return True if setting is None else bool(_setting(setting, settings))
 
 
 def programs_off(settings: "Config | None") -> dict[str, str]:
@@ -113,6 +106,35 @@ def _leave_out(text: str, name: str, why: str) -> str:
     return "\n".join(lines[:start] + [f"; [program:{name}] left out: {why}", ""] + lines[end:])
 
 
+def _setting(name: str, settings: "Config | None"):
+    """A setting's value in these settings, or its default when there are none."""
+    if settings is not None:
+        return getattr(settings, name)
+    from appliance.config import SETTINGS
+
+    declared = next(s for s in SETTINGS if s.name == name)
+    return declared.convert(declared.default)
+
+
+def malloc_environment(settings: "Config | None") -> str:
+    """The glibc malloc variables every program inherits from supervisord, in its
+    `environment =` syntax with a trailing comma ("" when glibc is left to its defaults).
+
+    Why (docs/DEPLOYMENT.md, memory): glibc raises its mmap threshold to the size of the
+    biggest block freed so far (up to 32 MiB) and keeps twice that free at the top of the
+    heap, so one big response (the live page's history, ~8 MB of JSON) left the web program
+    ~70 MiB bigger for good. A fixed threshold turns that adjustment off."""
+    env = []
+    arenas = _setting("malloc_arena_max", settings)
+    if arenas:
+        env.append(f'MALLOC_ARENA_MAX="{arenas}"')
+    threshold_kb = _setting("malloc_threshold_kb", settings)
+    if threshold_kb:
+        env.append(f'MALLOC_MMAP_THRESHOLD_="{threshold_kb * 1024}"')
+        env.append(f'MALLOC_TRIM_THRESHOLD_="{threshold_kb * 1024}"')
+    return "".join(e + "," for e in env)
+
+
 def render_supervisord_conf(template: str, layout: Layout, python: str,
                             user: str | None = None, group: str | None = None,
                             settings: "Config | None" = None) -> str:
@@ -128,6 +150,7 @@ def render_supervisord_conf(template: str, layout: Layout, python: str,
         "socket_owner_line": f"chown = root:{group}" if group else "",
         "program_common": PROGRAM_COMMON.format(user_line=user_line, lib_dir=layout.lib_dir),
         "user_line": user_line,
+        "malloc_environment": malloc_environment(settings),
     }
     # substitute() (not safe_substitute) so a misspelt placeholder fails loudly
     text = string.Template(template).substitute(values)

@@ -13,9 +13,9 @@
 
 from __future__ import annotations
 
+import math
 from collections import deque
-
-import numpy as np
+from typing import Sequence
 
 from appliance.predict.alarms import AlarmBook, Condition
 from appliance.predict.derive import Inputs
@@ -103,19 +103,43 @@ class DysfunctionWatch:
         bad = None
         tev: dict = {}
         if len(trend) >= 120 and trend[-1][0] - trend[0][0] >= TREND_WINDOW_S * 0.8:
-            a = np.array(trend)
-            quarters = np.array_split(a[:, 1:], 4)
-            q = np.array([x.mean(axis=0) for x in quarters])  # mse, rop, wob, rpm per quarter
-            mse_q, rop_q = q[:, 0], q[:, 1]
-            mse_up = (mse_q[-1] / mse_q[0] - 1.0) * 100.0
-            rop_down = (1.0 - rop_q[-1] / rop_q[0]) * 100.0
-            steps_mse, steps_rop = np.diff(mse_q), -np.diff(rop_q)
-            gradual = (np.all(steps_mse >= 0.1 * (mse_q[-1] - mse_q[0]))
-                       and np.all(steps_rop >= 0.1 * (rop_q[0] - rop_q[-1])))
-            steady = (np.ptp(q[:, 2]) <= PARAMETER_STEADY * q[:, 2].mean()
-                      and np.ptp(q[:, 3]) <= PARAMETER_STEADY * q[:, 3].mean())
+            q = _quarter_means(trend)  # mse, rop, wob, rpm per quarter
+            mse_q, rop_q, wob_q, rpm_q = ([row[c] for row in q] for c in range(4))
+            mse_up = (_div(mse_q[-1], mse_q[0]) - 1.0) * 100.0
+            rop_down = (1.0 - _div(rop_q[-1], rop_q[0])) * 100.0
+            gradual = (all(b - a >= 0.1 * (mse_q[-1] - mse_q[0]) for a, b in zip(mse_q, mse_q[1:]))
+                       and all(-(b - a) >= 0.1 * (rop_q[0] - rop_q[-1]) for a, b in zip(rop_q, rop_q[1:])))
+            steady = (max(wob_q) - min(wob_q) <= PARAMETER_STEADY * (sum(wob_q) / 4)
+                      and max(rpm_q) - min(rpm_q) <= PARAMETER_STEADY * (sum(rpm_q) / 4))
             bad = bool(mse_up >= p.mse_rop_pct and rop_down >= p.mse_rop_pct and gradual and steady)
             tev = {"mse_up_pct": round(float(mse_up), 1), "rop_down_pct": round(float(rop_down), 1),
                    "gradual": bool(gradual), "wob_rpm_steady": bool(steady), "window_s": TREND_WINDOW_S,
                    "relied_on": ["WOBA", "RPMA", "TQA", inp.rop_from or "ROP"]}
         return bad, tev
+
+
+def _quarter_means(rows: Sequence[tuple[float, ...]]) -> list[list[float]]:
+    """The column means (all but the first, the time) of the rows split into four parts in
+    order, the first parts one row longer when they do not divide evenly (np.array_split).
+    Summed row by row from the first, as numpy sums these columns: the same values."""
+    rows = list(rows)  # a deque's middle is slow to index
+    size, extra = divmod(len(rows), 4)
+    out, start = [], 0
+    for k in range(4):
+        end = start + size + (k < extra)
+        sums = [0.0] * (len(rows[0]) - 1)
+        for r in range(start, end):
+            row = rows[r]
+            for c in range(len(sums)):
+                sums[c] += row[c + 1]
+        out.append([x / (end - start) for x in sums])
+        start = end
+    return out
+
+
+def _div(a: float, b: float) -> float:
+    """a / b with IEEE results for b == 0 (inf, or NaN for 0 / 0), as numpy divides."""
+    try:
+        return a / b
+    except ZeroDivisionError:
+        return math.nan if a == 0 or a != a else math.copysign(math.inf, a) * math.copysign(1.0, b)

@@ -270,7 +270,8 @@ class FlowWatch:
         elif self.transfer and not fast:
             self.transfer = False
         elif self.transfer:
-            prev = self.pit_trend.items[-1][1] if self.pit_trend.items else pit
+            prev = self.pit_trend.last()
+            prev = pit if prev is None else prev
             b += pit - prev
             self.transfer_bbl += pit - prev
             self.transferred_bbl += pit - prev

@@ -1,6 +1,6 @@
 """Drilling models beside the detectors: predicted ROP, the pit-volume trend, ETA to a depth.
 
-Pure numpy, streaming and deterministic like the rest of the predictor: each model takes
+Plain Python, streaming and deterministic like the rest of the predictor: each model takes
 one sample at a time (epoch ms and catalogue units) and keeps bounded state, so it runs
 the same live, in tests and in backtests.
 
@@ -32,11 +32,10 @@ the same live, in tests and in backtests.
 from __future__ import annotations
 
 import math
+import operator
 from collections import deque
 from dataclasses import dataclass, field
-from typing import NamedTuple
-
-import numpy as np
+from typing import NamedTuple, Sequence
 
 ROTARY, SLIDE = "rotary", "slide"
 MAX_ROP_FT_H = 2000.0  # the catalogue's plausible range for ROP: beyond it a prediction means nothing
@@ -60,26 +59,55 @@ class RopFit(NamedTuple):
         return math.exp(self.ln_k + self.a_wob * math.log(wob_klbf) + b_term)
 
 
-def fit_rop(wob_klbf: np.ndarray, rpm: np.ndarray | None, rop_ft_h: np.ndarray,
+def fit_rop(wob_klbf: Sequence[float], rpm: Sequence[float] | None, rop_ft_h: Sequence[float],
             prior: tuple[float, float] = (1.0, 0.6), ridge: float = 0.5) -> RopFit:
     """Least-squares fit of ln ROP = ln K + a ln WOB [+ b ln RPM] (rpm None: sliding).
 
     `ridge` (in units of squared log residual) pulls the exponents toward `prior`; with
     well-spread data it is negligible, with constant WOB or RPM it keeps the exponent at
-    the prior and lets ln K absorb the level. All inputs must be positive."""
-    y = np.log(rop_ft_h)
-    cols = [np.ones_like(y), np.log(wob_klbf)]
+    the prior and lets ln K absorb the level. All inputs must be positive.
+
+    Plain Python, the normal equations summed exactly (math.fsum) and solved by
+    elimination: two or three unknowns from a few hundred rows, a fraction of a
+    millisecond once a minute, and no numpy (~15 MiB) in the predictor."""
+    y = [math.log(r) for r in rop_ft_h]
+    cols = [[1.0] * len(y), [math.log(w) for w in wob_klbf]]
     target = [0.0, prior[0]]
     if rpm is not None:
-        cols.append(np.log(rpm))
+        cols.append([math.log(r) for r in rpm])
         target.append(prior[1])
-    x = np.column_stack(cols)
-    penalty = np.diag([0.0] + [ridge] * (len(cols) - 1))
-    beta = np.linalg.solve(x.T @ x + penalty, x.T @ y + penalty @ np.array(target))
-    resid = y - x @ beta
-    total = float(((y - y.mean()) ** 2).sum())
-    r2 = 1.0 - float((resid ** 2).sum()) / total if total > 0 else 1.0
-    return RopFit(float(beta[0]), float(beta[1]), float(beta[2]) if rpm is not None else 0.0, len(y), r2)
+    k = len(cols)
+    pull = [0.0] + [ridge] * (k - 1)
+    # (X'X + P) beta = X'y + P target, P = diag(pull)
+    a = [[math.fsum(map(operator.mul, cols[i], cols[j])) + (pull[i] if i == j else 0.0) for j in range(k)]
+         for i in range(k)]
+    b = [math.fsum(map(operator.mul, cols[i], y)) + pull[i] * target[i] for i in range(k)]
+    beta = _solve(a, b)
+    mean_y = math.fsum(y) / len(y)
+    total = math.fsum((v - mean_y) ** 2 for v in y)
+    resid = math.fsum((v - math.fsum(beta[j] * cols[j][i] for j in range(k))) ** 2 for i, v in enumerate(y))
+    r2 = 1.0 - resid / total if total > 0 else 1.0
+    return RopFit(beta[0], beta[1], beta[2] if rpm is not None else 0.0, len(y), r2)
+
+
+def _solve(a: list[list[float]], b: list[float]) -> list[float]:
+    """x with a x = b for a small square system, by Gaussian elimination with partial
+    pivoting; ValueError when `a` is singular."""
+    n = len(b)
+    m = [row[:] + [rhs] for row, rhs in zip(a, b)]
+    for col in range(n):
+        pivot = max(range(col, n), key=lambda r: abs(m[r][col]))
+        if m[pivot][col] == 0.0:
+            raise ValueError("singular system: the fit's data cannot tell its unknowns apart")
+        m[col], m[pivot] = m[pivot], m[col]
+        for r in range(col + 1, n):
+            f = m[r][col] / m[col][col]
+            for c in range(col, n + 1):
+                m[r][c] -= f * m[col][c]
+    x = [0.0] * n
+    for r in range(n - 1, -1, -1):
+        x[r] = (m[r][n] - sum(m[r][c] * x[c] for c in range(r + 1, n))) / m[r][r]
+    return x
 
 
 @dataclass
@@ -132,8 +160,8 @@ class RopModel:
         self._bin, self._bin_mode = _Bin(), None
 
     def _refit(self, mode: str) -> None:
-        arr = np.array(self.data[mode])
-        self.fits[mode] = fit_rop(arr[:, 0], arr[:, 1] if mode == ROTARY else None, arr[:, 2])
+        wob, rpm, rop = zip(*self.data[mode])
+        self.fits[mode] = fit_rop(wob, rpm if mode == ROTARY else None, rop)
         self._since_fit[mode] = 0
 
     def step(self, ts_ms: int, wob_klbf: float | None, rpm: float | None, rop_ft_h: float | None,

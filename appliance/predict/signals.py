@@ -7,9 +7,8 @@ the samples' own (rig) times, so a backtest running at any speed sees the same v
 from __future__ import annotations
 
 import math
-from collections import deque
-
-import numpy as np
+from array import array
+from typing import Sequence
 
 
 class Ewma:
@@ -39,20 +38,30 @@ class Ewma:
 
 class TimeWindow:
     """The samples of the last `span_s` seconds, with running sums for the mean, the
-    variance and the least-squares slope, so each costs the same however long the window."""
+    variance and the least-squares slope, so each costs the same however long the window.
 
-    __slots__ = ("span_s", "items", "sum", "sum2", "st", "stt", "stx", "origin")
+    Times and values are kept packed (two `array("d")`, 16 bytes a sample) rather than as
+    a deque of tuples (~100 bytes a sample): the predictor's raw-rate windows hold 30 s of
+    a 100 Hz feed each, and as tuples they cost ~1 MiB of its resident memory."""
+
+    __slots__ = ("span_s", "ts", "xs", "head", "sum", "sum2", "st", "stt", "stx", "origin")
 
     def __init__(self, span_s: float) -> None:
         self.span_s = span_s
-        self.items: deque[tuple[float, float]] = deque()
+        self.ts = array("d")
+        self.xs = array("d")
         self.clear()
 
     def add(self, t_s: float, x: float) -> None:
-        items = self.items
-        if not items:
+        ts, xs = self.ts, self.xs
+        head = self.head
+        if head == len(ts):
+            if head:
+                del ts[:], xs[:]
+                head = 0
             self.origin = t_s  # sums of times relative to this, for precision
-        items.append((t_s, x))
+        ts.append(t_s)
+        xs.append(x)
         u = t_s - self.origin
         self.sum += x
         self.sum2 += x * x
@@ -60,32 +69,39 @@ class TimeWindow:
         self.stt += u * u
         self.stx += u * x
         cut = t_s - self.span_s
-        while items[0][0] < cut:
-            t_old, old = items.popleft()
-            u = t_old - self.origin
+        while ts[head] < cut:
+            old = xs[head]
+            u = ts[head] - self.origin
+            head += 1
             self.sum -= old
             self.sum2 -= old * old
             self.st -= u
             self.stt -= u * u
             self.stx -= u * old
+        self.head = _compact(ts, xs, head)
 
     def clear(self) -> None:
-        self.items.clear()
+        del self.ts[:], self.xs[:]
+        self.head = 0
         self.sum = self.sum2 = self.st = self.stt = self.stx = 0.0
         self.origin = 0.0
 
     def __len__(self) -> int:
-        return len(self.items)
+        return len(self.ts) - self.head
 
     @property
     def covered_s(self) -> float:
-        return self.items[-1][0] - self.items[0][0] if self.items else 0.0
+        return self.ts[-1] - self.ts[self.head] if len(self.ts) > self.head else 0.0
+
+    def last(self) -> float | None:
+        """The newest value, or None when the window is empty."""
+        return self.xs[-1] if len(self.ts) > self.head else None
 
     def mean(self) -> float:
-        return self.sum / len(self.items)
+        return self.sum / len(self)
 
     def std(self) -> float:
-        n = len(self.items)
+        n = len(self)
         if n < 2:
             return 0.0
         m = self.sum / n
@@ -93,7 +109,7 @@ class TimeWindow:
 
     def rate(self) -> float | None:
         """Least-squares slope in units per second, or None with too few samples."""
-        n = len(self.items)
+        n = len(self)
         if n < 3 or self.covered_s <= 0:
             return None
         var_t = self.stt - self.st * self.st / n
@@ -103,24 +119,42 @@ class TimeWindow:
 
 
 class Speed:
-    """How fast a value moves: (newest - oldest) / time over the last `span_s` seconds."""
+    """How fast a value moves: (newest - oldest) / time over the last `span_s` seconds.
 
-    __slots__ = ("span_s", "items")
+    Packed like TimeWindow: the predictor keeps a 60 s one of the hole depth at the feed's
+    full rate."""
+
+    __slots__ = ("span_s", "ts", "xs", "head")
 
     def __init__(self, span_s: float) -> None:
         self.span_s = span_s
-        self.items: deque[tuple[float, float]] = deque()
+        self.ts = array("d")
+        self.xs = array("d")
+        self.head = 0
 
     def add(self, t_s: float, x: float) -> float | None:
-        items = self.items
-        items.append((t_s, x))
+        ts = self.ts
+        ts.append(t_s)
+        self.xs.append(x)
         cut = t_s - self.span_s
-        while len(items) > 2 and items[1][0] <= cut:
-            items.popleft()
-        t0, x0 = items[0]
+        head = self.head
+        end = len(ts) - 2
+        while head < end and ts[head + 1] <= cut:
+            head += 1
+        self.head = head = _compact(ts, self.xs, head)
+        t0 = ts[head]
         if t_s - t0 <= 0:
             return None
-        return (x - x0) / (t_s - t0)
+        return (x - self.xs[head]) / (t_s - t0)
+
+
+def _compact(ts: array, xs: array, head: int) -> int:
+    """Drop the samples before `head` once they are over half of the arrays (each sample is
+    moved O(1) times on average); returns the new head."""
+    if head > 64 and head * 2 > len(ts):
+        del ts[:head], xs[:head]
+        return 0
+    return head
 
 
 class Cusum:
@@ -142,13 +176,15 @@ class Cusum:
 
 
 class RobustWindow:
-    """Median and MAD-based scale of one channel over a ring buffer, recomputed on demand
-    (numpy), for robust z-scores that a burst of outliers cannot drag along."""
+    """Median and MAD-based scale of one channel over a ring buffer, recomputed on demand,
+    for robust z-scores that a burst of outliers cannot drag along. Plain Python (a sort
+    of a few hundred values every RECOMPUTE_S): the same values as numpy's median, and the
+    predictor carries no numpy (~15 MiB of resident memory)."""
 
     __slots__ = ("buf", "n", "i")
 
     def __init__(self, size: int) -> None:
-        self.buf = np.empty(size)
+        self.buf = array("d", bytes(8 * size))
         self.n = 0
         self.i = 0
 
@@ -160,18 +196,18 @@ class RobustWindow:
     def median_scale(self) -> tuple[float, float]:
         data = self.buf[:self.n] if self.n < len(self.buf) else self.buf
         med = _median(data)
-        mad = _median(np.abs(data - med))
+        mad = _median([abs(x - med) for x in data])
         return med, 1.4826 * mad
 
 
-def _median(data: np.ndarray) -> float:
-    """np.median of a 1-D float array, the same value, without what np.median loads on first
-    use (numpy.ma and more: ~1.7 MiB of the predictor's resident memory)."""
+def _median(data: Sequence[float]) -> float:
+    """The median of some floats, NaN if there are none or one of them is NaN: the value
+    np.median gives (the middle one, or the mean of the middle two)."""
     n = len(data)
-    if n == 0 or np.isnan(data).any():
+    if n == 0 or any(x != x for x in data):
         return math.nan
+    ordered = sorted(data)
     half = n // 2
     if n % 2:
-        return float(np.partition(data, half)[half])
-    low, high = np.partition(data, (half - 1, half))[half - 1:half + 1]
-    return float((low + high) / 2)
+        return float(ordered[half])
+    return float((ordered[half - 1] + ordered[half]) / 2)

@@ -119,9 +119,13 @@ def channels():
 def series():
     end = int_arg("to", now_ms())
     start = int_arg("from", end - 3_600_000)
-    return json(read.series(db(), channels_arg(), start, end,
-                            max_points=int_arg("max_points", read.DEFAULT_MAX_POINTS, 1, read.MAX_POINTS_LIMIT),
-                            resolution=request.args.get("resolution") or None))
+    # a list of per-channel pieces: waitress sends them one by one, and no channel's values
+    # are Python objects while another's are built (read.series_json)
+    return Response(read.series_json(db(), channels_arg(), start, end,
+                                     max_points=int_arg("max_points", read.DEFAULT_MAX_POINTS, 1,
+                                                        read.MAX_POINTS_LIMIT),
+                                     resolution=request.args.get("resolution") or None),
+                    mimetype="application/json")
 
 
 @bp.get("/latest")
