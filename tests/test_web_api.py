@@ -236,3 +236,22 @@ def test_idle_web_threads_hold_no_finished_connection():
 
     assert alive_after_requests(_dispatcher=task_dispatcher(8)) == 0
     assert alive_after_requests() > 0  # waitress's own pool: the hazard is real
+
+
+def test_a_failed_task_is_named_in_waitress_log_line():
+    """waitress logs "Exception when servicing %r" with the task it handed out: the wrapper
+    has dropped its task by then, and must still name it."""
+    from appliance.web.server import _Released
+
+    class Task:
+        def service(self):
+            raise RuntimeError("boom")
+
+        def __repr__(self):
+            return "<channel 42>"
+
+    wrapped = _Released(Task())
+    with pytest.raises(RuntimeError):
+        wrapped.service()
+    assert wrapped.task is None
+    assert repr(wrapped) == "<channel 42>"

@@ -101,21 +101,26 @@ def main(argv: Sequence[str]) -> int:
 class _Released:
     """A waitress task (a channel) that its worker thread lets go of once served."""
 
-    __slots__ = ("task",)
+    __slots__ = ("task", "failed")
 
     def __init__(self, task) -> None:
         self.task = task
+        self.failed = ""  # the task's repr when its service raised, for waitress's log line
 
     def service(self) -> None:
         task, self.task = self.task, None
-        task.service()
+        try:
+            task.service()
+        except BaseException:
+            self.failed = repr(task)
+            raise
 
     def cancel(self) -> None:
         if self.task is not None:
             self.task.cancel()
 
     def __repr__(self) -> str:  # in waitress's "Exception when servicing %r"
-        return repr(self.task)
+        return self.failed or repr(self.task)
 
 
 def task_dispatcher(threads: int):
