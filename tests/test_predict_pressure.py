@@ -383,3 +383,65 @@ def test_a_slow_recorder_s_noise_never_adds_up_to_a_fast_alarm(every_s):
                         "rotary_drilling", 25.0, True, every_s)
         was = d.falling
     assert was and t - start <= 180, t - start
+
+
+@pytest.mark.parametrize("every_s", [5.0, 10.0, 20.0])
+def test_a_sparse_recorder_s_small_pump_cut_is_no_washout(every_s):
+    """The pump-rate gate needs the rate's scatter before it can tell a change; at one
+    reading every 5–20 s the reference held too few readings for it while the pressure was
+    already judged (at 20 s, never), so a 2 % cut, too small for the flow watch, read as a
+    4 % fall of the pressure. Now nothing is judged until the gate is armed, and it arms
+    once the reference spans its two minutes. Cuts right after judging starts and later."""
+    for seed in (1, 2, 3):
+        for cut_after_s in (every_s, 120.0, 900.0):
+            rng = random.Random(seed)
+            m, d = PressureModel(K, K, H), RecentDrop(0.3)
+            t, cut_at, judged = 0.0, None, False
+            while cut_at is None or t < cut_at + 300:
+                t += every_s
+                q = 650.0 * (0.98 if cut_at is not None and t >= cut_at else 1.0)
+                spp = spp_for(q) * (1.0 + 0.0045 * rng.gauss(0.0, 1.0))
+                flow = q * (1.0 + 0.003 * rng.gauss(0.0, 1.0))
+                ps = m.update(spp, flow, 10.0, 5000.0, True, False, every_s)
+                s = d.update(t, ps.pressure_pct if ps.known else None, "rotary_drilling", 25.0, True,
+                             every_s, ps.flow_pct)
+                judged = judged or s.judged
+                if s.judged and cut_at is None:
+                    cut_at = t + cut_after_s
+                assert t < 7200, "never judged"
+                assert not (cut_at is not None and t >= cut_at and s.falling), (seed, cut_after_s, t - cut_at)
+            assert judged
+
+
+def test_a_deep_fall_passes_a_raised_floor_at_its_true_depth():
+    """Each reading's fall is clipped to 3 σ inside the ramp test's z (glitches), not in the
+    fitted slope: on a quiet gauge (σ 0.2 %) a clipped slope could never show a fall past
+    ~0.9 %, so a floor of 1 % silently turned the ramp test off and left the slower CUSUM.
+    A fall of 1 % a minute is called by the ramp test once it is 1 % deep."""
+    rng = random.Random(5)
+    drop = RecentDrop(1.0)
+    t = 0.0
+    while t < 1200:
+        t += 1.0
+        drop.update(t, 100.0 + rng.gauss(0.0, 0.2), "rotary_drilling", 25.0, True, 1.0)
+    start, called = t, None
+    while t < start + 300 and called is None:
+        t += 1.0
+        d = drop.update(t, 100.0 - 1.0 * (t - start) / 60.0 + rng.gauss(0.0, 0.2), "rotary_drilling",
+                        25.0, True, 1.0)
+        if d.falling:
+            called = d
+    assert called is not None
+    assert called.ramp_z >= called.ramp_alarm and called.cusum < called.alarm  # the ramp test, first
+    assert called.ramp_fall_pct >= 1.0
+    assert 60 <= t - start <= 100, t - start
+
+
+def test_the_pump_rate_is_held_to_the_strokes_when_they_are_sent():
+    """A flow-in meter may wander; the pressure follows the pumps: the fast test's gate uses
+    the strokes when sent (their sum, 100·ln), else flow in as the pressure model took it."""
+    from appliance.predict.hydraulics import pump_rate_pct
+
+    assert pump_rate_pct({"SPM1": 60.0, "SPM2": 40.0, "MFIA": 612.0}, 641.0) == pytest.approx(100.0 * math.log(100.0))
+    assert pump_rate_pct({"MFIA": 612.0}, 641.0) == 641.0
+    assert pump_rate_pct({"SPM1": 0.0, "SPM2": 0.0}, None) is None

@@ -32,6 +32,7 @@ appliance.predict.pressure:
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from appliance.predict.alarms import Condition
@@ -81,7 +82,7 @@ class HydraulicsWatch:
         # winds down, says so; the stretch starts again once it is under half its alarm)
         quiet = not flow.hold and flow.doubt < RETURNS_DOUBT and self.pressure.high < alarm / 2
         drop = self.drop.update(inp.t_s, ps.pressure_pct if ps.known else None, inp.state, v.get("WOBA"),
-                                quiet, dt_s, ps.flow_pct)
+                                quiet, dt_s, pump_rate_pct(v, ps.flow_pct))
 
         # torque scatter while drilling with the string turning
         tq = v.get("TQA")
@@ -183,3 +184,16 @@ class HydraulicsWatch:
                       "Pack-off / stuck pipe risk: " + (", ".join(signs) if signs else "signs gone"),
                       pack_evidence, on_delay_s=10.0, off_delay_s=120.0),
         ]
+
+
+def pump_rate_pct(v: dict[str, float], flow_pct: float | None) -> float | None:
+    """The pump rate the fast washout test holds its comparison to, 100·ln: the strokes
+    (SPM1+SPM2+SPM3) when sent, since the pressure follows the pumps themselves and a
+    stroke counter does not wander as a flow-in meter may (a meter's slow wander would
+    restart the comparison again and again); else flow in as the pressure model took it."""
+    spm = 0.0
+    for k in ("SPM1", "SPM2", "SPM3"):
+        x = v.get(k)
+        if x is not None:
+            spm += x
+    return 100.0 * math.log(spm) if spm > 0.0 else flow_pct

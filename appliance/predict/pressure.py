@@ -222,7 +222,8 @@ FLOW_GATE_S = 10.0  # the pump rate's mean over the last 10 s off its reference 
 FLOW_TOLERANCE_PCT = 0.3  # this (a stroke a minute is ~1 %) or FLOW_TOLERANCE_SE standard errors of
 FLOW_TOLERANCE_SE = 4.5  # that mean is another rate (the pressure follows it): the reference starts again
 FLOW_GATE_FAST = 3  # ... and the same for the mean of the last 3 readings (a step shows there first)
-FLOW_GATE_MIN_N = 30  # readings of reference before the rate is judged (its mean and scatter known)
+FLOW_GATE_MIN_N = 30  # readings of reference before the rate is judged (its mean and scatter known) ...
+FLOW_GATE_MIN_SPARSE = 6  # ... or this many once the reference spans DROP_MIN_REF_S (a recorder every 5-20 s)
 RAMP_Z = 5.75  # the ramp test: a fall growing from nothing since some moment in the last DROP_LAG_S ...
 RAMP_MIN_S = 30.0  # ... at least this long ago, this many σ out (the matched filter's z)
 RAMP_CLIP_SIGMA = 3.0  # a reading's fall counts at most this many σ: one or two glitches cannot raise it
@@ -348,8 +349,8 @@ class RecentDrop:
                 del flows[0]
             df = abs(flow - self.prev_f) if self.prev_f is not None else 0.0
             self.prev_f = flow
-            if self.n_f >= FLOW_GATE_MIN_N and self._rate_moved(flows, self.sum_f / self.n_f,
-                                                 self.sum_df / (self.n_f - 1) * MASD_TO_SIGMA):
+            if self._gate_armed() and self._rate_moved(flows, self.sum_f / self.n_f,
+                                                       self.sum_df / (self.n_f - 1) * MASD_TO_SIGMA):
                 self._reset()
                 self.flows, self.prev_f = [(t_s, flow)], flow
                 df = 0.0
@@ -384,7 +385,10 @@ class RecentDrop:
             del self.ref[:self.head]
             self.head = 0
         n = self._ref_n()
-        if n == 0 or self.ref[-1][0] - self.ref[self.head][0] + dt_s < DROP_MIN_REF_S:
+        if (n == 0 or self.ref[-1][0] - self.ref[self.head][0] + dt_s < DROP_MIN_REF_S
+                or (flow is not None and not self._gate_armed())):
+            # a pump rate that cannot yet be told from its own scatter: a small cut would read
+            # as a fall of the pressure (n ≈ 2: a 2 % cut lowers it ~4 %)
             return DropState(False, self.cusum, 0.0, self.min_drop_pct, None, None)
         mean = self.sum_r / n
         sigma = max(DROP_SIGMA_MIN_PCT, self.sum_d / max(n - 1, 1) * MASD_TO_SIGMA)
@@ -395,6 +399,16 @@ class RecentDrop:
         self.cusum = min(2.0 * h, max(0.0, self.cusum + dc - k))
         z, ramp_s, slope = self._ramp(t_s, mean, sigma)
         return DropState(True, self.cusum, h, k, mean, drop, z, RAMP_Z, ramp_s, slope * 60.0)
+
+    def _gate_armed(self) -> bool:
+        """The reference knows the pump rate's mean and scatter well enough to tell a change:
+        FLOW_GATE_MIN_N readings, or FLOW_GATE_MIN_SPARSE over DROP_MIN_REF_S for a recorder
+        that sends every 5-20 s (whose 480 s reference never holds 30)."""
+        if self.n_f >= FLOW_GATE_MIN_N:
+            return True
+        n = self._ref_n()
+        return (self.n_f >= FLOW_GATE_MIN_SPARSE and n > 0
+                and self.ref[-1][0] - self.ref[self.head][0] >= DROP_MIN_REF_S)
 
     @staticmethod
     def _rate_moved(flows: list[tuple[float, float]], f_ref: float, sigma_f: float) -> bool:
@@ -415,16 +429,23 @@ class RecentDrop:
         linearly from nothing since a moment τ: z(τ) = Σ (t − τ)·drop / (σ·√Σ (t − τ)²), the
         matched filter for that ramp (N(0, 1) on white noise, for any spacing of the
         readings), maximised over τ at each reading at least RAMP_MIN_S back. Returns the
-        best z, how long ago its τ was, and its least-squares slope (%/s)."""
+        best z, how long ago its τ was, and its least-squares slope (%/s).
+
+        z adds each reading's fall clipped to RAMP_CLIP_SIGMA σ (a glitch cannot raise it);
+        the slope is fitted to the falls as they are, so that a deep fall is reported (and
+        passes the allowance) at its true depth rather than at the clip's."""
         recent = self.recent
         lim = RAMP_CLIP_SIGMA * sigma
         a0 = a1 = b0 = b1 = b2 = 0.0  # Σ drop, Σ u·drop, Σ 1, Σ u, Σ u² over readings after τ (u = t − now)
+        r0 = r1 = 0.0  # Σ drop, Σ u·drop unclipped
         best, best_s, best_slope = 0.0, 0.0, 0.0
         for i in range(len(recent) - 1, -1, -1):
             e = recent[i]
             u = e[0] - t_s
-            d = mean - e[1]
-            d = lim if d > lim else -lim if d < -lim else d
+            raw = mean - e[1]
+            r0 += raw
+            r1 += u * raw
+            d = lim if raw > lim else -lim if raw < -lim else raw
             a0 += d
             a1 += u * d
             b0 += 1.0
@@ -439,5 +460,5 @@ class RecentDrop:
             if num > 0.0 and den2 > 0.0:
                 z = num / (sigma * math.sqrt(den2))
                 if z > best:
-                    best, best_s, best_slope = z, -tau, num / den2
+                    best, best_s, best_slope = z, -tau, (r1 - tau * r0) / den2
         return best, best_s, best_slope
