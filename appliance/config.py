@@ -194,12 +194,13 @@ SETTINGS: tuple[Setting, ...] = (
     # -- memory (rendered into supervisord.conf: every program's environment)
     Setting("malloc_arena_max", _int_range(0, 64), "2",
             "glibc malloc arenas per program (MALLOC_ARENA_MAX, which supervisord.conf sets for every program "
-            "when rendered: install.sh --set; 0: glibc's own, 8 per core). Each arena keeps its own freed "
+            "when it is rendered: install.sh --set, or the dev prefix's settings and environment at make run; "
+            "set for one program alone it does nothing; 0: glibc's own, 8 per core). Each arena keeps its own freed "
             "memory, and the programs' threads mostly wait (docs/DEPLOYMENT.md, Memory)."),
     Setting("malloc_threshold_kb", _int_range(0, 1_048_576), "128",
             "Memory blocks this big or bigger get pages of their own, and free memory beyond this much at the "
             "top of the heap goes back to the system (MALLOC_MMAP_THRESHOLD_ and MALLOC_TRIM_THRESHOLD_, "
-            "in KiB, set like malloc_arena_max; 0: glibc's own, which after freeing a big block keeps up to "
+            "in KiB, set like malloc_arena_max, when rendered; 0: glibc's own, which after freeing a big block keeps up to "
             "twice its size)."),
     # -- bus
     Setting("bus_bind_host", _loopback_host, "127.0.0.1",
