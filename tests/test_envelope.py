@@ -93,6 +93,28 @@ def test_the_fast_path_decides_as_the_full_checks(payload, monkeypatch):
     assert fast == outcome()
 
 
+@pytest.mark.parametrize("payload", [
+    envelope(),
+    b' {"v":1,"src":"a","boot":"b","seq":1,"ts":1,"data":{"x":1}}',
+    b'{"v":1,"src":"a","boot":"b","seq":1,"ts":1,"data":{"x":1,"y":"z"}}',
+])
+def test_the_common_envelope_takes_the_fast_path(payload, monkeypatch):
+    """The comparison above would pass with the shortcut turned off: these must take it."""
+    from appliance.bus import envelope as module
+
+    taken = []
+    plain = module._decode_plain
+
+    def spy(*args):
+        result = plain(*args)
+        taken.append(result is not None)
+        return result
+
+    monkeypatch.setattr(module, "_decode_plain", spy)
+    decode(b"drilling", payload, LIMIT)
+    assert taken == [True]
+
+
 def test_size_and_topic_checks():
     with pytest.raises(Rejected, match="oversized: 1033 bytes, the limit is 1024"):
         decode(b"t", b"x" * 1032, 1024)
