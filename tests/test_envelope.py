@@ -193,3 +193,35 @@ def test_tally_counts_exactly_from_a_sample():
     for _ in range(FORGET_AFTER + 1):
         t.summary(10.0)
     assert not t.streams  # a silent stream is forgotten
+
+
+def test_a_rare_stream_is_not_forgotten_while_a_flood_hides_it():
+    """In a flood the tap reads a small fraction of the messages, so a rare topic can go
+    unsampled for many intervals; its age grows by the sampled fraction, so it is kept (and
+    its count continues from its seq) instead of being forgotten and counted from one."""
+    from appliance.bus.tally import FORGET_AFTER, Tally
+
+    t = Tally()
+    t.add([b"sys.rare", encode("rig-1.x", "b1", 1, 1, data={})])
+    t.summary(5.0)
+    flood = 0
+    for _ in range(3 * FORGET_AFTER):  # each interval: 1,000 flood messages counted, 50 sampled
+        for _ in range(50):
+            flood += 20
+            t.add([b"drilling", encode("rig-1.sim", "b1", flood, 1, data={})])
+        assert t.summary(5.0)["sampled_fraction"] == pytest.approx(0.05, abs=0.002)
+    t.add([b"sys.rare", encode("rig-1.x", "b1", 40, 1, data={})])
+    assert t.summary(5.0)["topics"]["sys.rare"]["messages"] == 39  # not 1
+    for _ in range(FORGET_AFTER + 1):
+        t.summary(5.0)
+    assert not t.streams  # silent with the tap reading everything: forgotten as before
+
+
+def test_the_stream_table_is_bounded():
+    from appliance.bus import tally as module
+
+    t = module.Tally()
+    for i in range(module.MAX_STREAMS + 500):
+        t.add([b"x", encode(f"forged-{i}", "b", 1, 1, data={})])
+    t.summary(5.0)
+    assert len(t.streams) == module.MAX_STREAMS

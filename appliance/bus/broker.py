@@ -44,9 +44,8 @@ STATS_TOPIC = "sys.stats"
 # a real rig (the simulator and replay batch their frames: tens of messages a second) is
 # sampled in every interval. Above that the sample is a fraction (~1,000/s over the rate),
 # and the counts stay exact from the sequence numbers: a low-rate topic's messages are then
-# counted in the interval in which one of them is sampled; one sampled in none of
-# tally.FORGET_AFTER intervals (a minute at the default bus_stats_s) is forgotten and counted
-# from one again when next seen (at ~15k messages/s, a 0.1 Hz topic mostly is). Measured in the bus bench's
+# counted in the interval in which one of them is sampled (tally.FORGET_AFTER keeps such a
+# stream for longer the smaller the sampled fraction, so its count does not start again). Measured in the bus bench's
 # four-subscriber fan-out (~15k messages/s): 2,000 held (up to 8,000 samples/s at ~27k CPU
 # instructions each) cost the broker 2-3 us per frame, a quarter of its CPU.
 TAP_QUEUE = 250
@@ -179,8 +178,7 @@ class Broker:
         started = last_stats = time.monotonic()
         try:
             # wake a few times a second and take what the small capture queue holds; libzmq
-            # drops the rest cheaply, and the sequence numbers keep the counts exact (but see
-            # TAP_QUEUE on rare topics in a flood)
+            # drops the rest cheaply, and the sequence numbers keep the counts exact
             while not self._stopping.wait(min(TAP_PERIOD_S, heartbeat.seconds_to_next())):
                 _drain(sub, tally.add)
                 heartbeat.tick()

@@ -18,7 +18,12 @@ from typing import Any
 
 import orjson
 
-FORGET_AFTER = 12  # intervals a stream may stay silent before it is forgotten
+# Intervals a stream may go unseen before it is forgotten, each counted at the interval's
+# sampled fraction: when the tap read every message, unseen is silent; when it read one in
+# fifteen (a flood), a rare topic goes unsampled for minutes, and forgetting it would
+# restart its count at one. MAX_STREAMS bounds the table all the same (forged ids).
+FORGET_AFTER = 12
+MAX_STREAMS = 10_000
 MAX_SEQ = 2**63 - 1
 # More messages than this between two samples of a stream is a forged or corrupt seq (a
 # stream would need millions per second), counted as one rather than trusted: the totals
@@ -38,8 +43,8 @@ class Tally:
     """
 
     def __init__(self) -> None:
-        # (src, boot, topic) -> [last seq counted, intervals since last seen]
-        self.streams: dict[tuple[bytes, bytes, bytes], list[int]] = {}
+        # (src, boot, topic) -> [last seq counted, intervals since last seen (weighted, above)]
+        self.streams: dict[tuple[bytes, bytes, bytes], list] = {}
         # topic -> [messages counted, messages sampled, bytes sampled], this interval
         self.topics: dict[bytes, list[int]] = {}
         self.sources: dict[bytes, int] = {}  # messages counted per source, this interval
@@ -112,21 +117,26 @@ class Tally:
             topics[topic] = {"messages": n, "bytes": round(n * mean), "per_s": round(n / interval_s, 2)}
             self.total_bytes += n * mean
         counted = sum(messages.values())
+        fraction = min(1.0, sum(sampled.values()) / counted) if counted else 1.0
         self.total_messages += counted
         body = {
             "topics": topics,
             "sources": dict(sources.most_common(100)),
             "publishers_seen": len(sources),
-            "sampled_fraction": round(sum(sampled.values()) / counted, 4) if counted else 1.0,
+            "sampled_fraction": round(fraction, 4),
             "total_messages": self.total_messages,
             "total_bytes": round(self.total_bytes),
             "subscriptions": self.subscriptions,
             "malformed": self.malformed,
         }
-        for key in [k for k, s in self.streams.items() if s[1] >= FORGET_AFTER]:
-            del self.streams[key]
-        for s in self.streams.values():
-            s[1] += 1
+        streams = self.streams
+        for key in [k for k, s in streams.items() if s[1] >= FORGET_AFTER]:
+            del streams[key]
+        if len(streams) > MAX_STREAMS:  # the longest unseen first
+            for key in sorted(streams, key=lambda k: streams[k][1])[MAX_STREAMS:]:
+                del streams[key]
+        for s in streams.values():
+            s[1] += fraction
         self.topics.clear()
         self.sources.clear()
         return body
