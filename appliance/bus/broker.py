@@ -45,9 +45,10 @@ STATS_TOPIC = "sys.stats"
 # sampled in every interval. Above that the sample is a fraction (~1,000/s over the rate),
 # and the counts stay exact from the sequence numbers: a low-rate topic's messages are then
 # counted in the interval in which one of them is sampled (tally.FORGET_AFTER keeps such a
-# stream for longer the smaller the sampled fraction, so its count does not start again). Measured in the bus bench's
-# four-subscriber fan-out (~15k messages/s): 2,000 held (up to 8,000 samples/s at ~27k CPU
-# instructions each) cost the broker 2-3 us per frame, a quarter of its CPU.
+# stream the longer the smaller the sampled fraction, so its count does not start again).
+# Measured in the bus bench's four-subscriber fan-out (~15k messages/s): 2,000 held (up to
+# 8,000 samples/s at ~27k CPU instructions each) cost the broker 2-3 us per frame, a
+# quarter of its CPU.
 TAP_QUEUE = 250
 TAP_PERIOD_S = 0.25
 
