@@ -7,7 +7,7 @@ import math
 import orjson
 import pytest
 
-from appliance.bus.envelope import Rejected, check_finite, decode, encode
+from appliance.bus.envelope import Rejected, check_finite, decode, encode, peek
 from appliance.bus.sequence import SequenceTracker, Verdict
 from appliance.channels import BY_WITS, CATALOGUE, check_value
 
@@ -113,6 +113,87 @@ def test_the_common_envelope_takes_the_fast_path(payload, monkeypatch):
     monkeypatch.setattr(module, "_decode_plain", spy)
     decode(b"drilling", payload, LIMIT)
     assert taken == [True]
+
+
+def read_in_full(topic: bytes, payload: bytes, limit: int = LIMIT):
+    """What decode() makes of a message, in peek()'s terms."""
+    env = decode(topic, payload, limit)
+    return (env.topic, env.src, env.boot, env.seq, env.ts, len(env.frames), env.size)
+
+
+@pytest.mark.parametrize("topic, payload", [
+    (b"drilling", encode("rig-1.sim", "5f0c2a9e", 42, 1_764_449_520_123, data={"DMEA": 5012.4, "RPMA": 120})),
+    (b"drilling", encode("s", "b", 2**63 - 1, 2**53 - 1, data={})),
+    (b"sys.stats", encode("rig-1.brøker", "bööt", 1, 0, data={"note": "{[\"data\":{", "n": None})),
+    (b"drilling", encode("s", "b", 7, 2000, batch=[(1000, {"HKLA": 200.5})])),
+    (b"drilling", encode("s", "b", 7, 2000, batch=[(1000 + i, {"HKLA": 200.0 + i, "x": "y"}) for i in range(100)])),
+    (b"drilling", encode("s", "b", 7, 2000, batch=[(1, {}), (2, {})])),
+])
+def test_peek_reads_what_decode_reads(topic, payload):
+    assert tuple(peek(topic, payload, LIMIT)) == read_in_full(topic, payload)
+
+
+@pytest.mark.parametrize("topic, payload", [
+    (b"d", b' {"v":1,"src":"a","boot":"b","seq":1,"ts":1,"data":{"x":1}}'),  # not encode()'s layout
+    (b"d", b'{"v":1,"boot":"b","src":"a","seq":1,"ts":1,"data":{"x":1}}'),
+    (b"d", b'{"v":1,"src":"a\\"b","boot":"b","seq":1,"ts":1,"data":{"x":1}}'),  # an escape
+    (b"d", b'{"v":1,"src":"","boot":"b","seq":1,"ts":1,"data":{"x":1}}'),  # empty src
+    (b"d", b'{"v":1,"src":"\xff","boot":"b","seq":1,"ts":1,"data":{"x":1}}'),  # not UTF-8
+    (b"\xc3", envelope()),  # topic not UTF-8
+    (b"d", envelope(seq=0)),
+    (b"d", envelope(seq=2**63)),
+    (b"d", envelope(ts=2**53)),
+    (b"d", envelope()[:-1]),  # cut short
+    (b"d", encode("s", "b", 1, 1, batch=[(1, {"x": 1}), (2, {"x": 2})])[:-1]),
+    (b"d", encode("s", "b", 1, 1, batch=[(1, {"x": [1, 2]})])),  # a list inside a frame
+    (b"d", encode("s", "b", 1, 1, batch=[(1, {"x": {"y": 1}}), (2, {})])),  # nested data
+    (b"d", encode("s", "b", 1, 1, batch=[(1, {"x": "{"})])),  # a brace inside a string
+    (b"d", b'{"v":1,"src":"a","boot":"b","seq":1,"ts":1,"batch":[{"ts":1,"data":{}}],"data":{}}'),
+    (b"d", b'{"v":2,"src":"a","boot":"b","seq":1,"ts":1,"data":{"x":1}}'),
+])
+def test_peek_leaves_anything_else_to_the_full_checks(topic, payload):
+    assert peek(topic, payload, LIMIT) is None
+
+
+def test_peek_enforces_the_size_limit():
+    payload = envelope()
+    assert peek(b"d", payload, len(payload) + 1) is not None
+    assert peek(b"d", payload, len(payload)) is None
+
+
+def test_peek_agrees_with_decode_on_mutated_messages():
+    """A differential fuzz: wherever peek vouches for a message that decode accepts, they
+    read the same; peek may pass a broken body (its users do not read it), never misread."""
+    import random
+
+    rnd = random.Random(7)
+    bases = [encode("rig-1.sim", "b1", 12, 1_764_449_520_123, data={"DMEA": 5012.4, "SPPA": 3150.0}),
+             encode("s", "b", 3, 2000, batch=[(1000 + i, {"HKLA": 200.0 + i}) for i in range(5)])]
+    alphabet = b'{}[]":,0123456789-.etsadbch\\ '
+    vouched = compared = 0
+    for _ in range(40_000):
+        p = bytearray(rnd.choice(bases))
+        for _ in range(rnd.randint(1, 3)):
+            i = rnd.randrange(len(p))
+            op = rnd.random()
+            if op < 0.4:
+                p[i] = rnd.choice(alphabet)
+            elif op < 0.7:
+                p.insert(i, rnd.choice(alphabet))
+            else:
+                del p[i]
+        payload = bytes(p)
+        head = peek(b"drilling", payload, LIMIT)
+        if head is None:
+            continue
+        vouched += 1
+        try:
+            full = read_in_full(b"drilling", payload)
+        except Rejected:
+            continue
+        compared += 1
+        assert tuple(head) == full, payload
+    assert vouched > 1000 and compared > 1000  # the fuzz reached both outcomes
 
 
 def test_size_and_topic_checks():

@@ -19,6 +19,7 @@ times faster than with the standard library (261k against 27k per second).
 from __future__ import annotations
 
 import math
+import re
 from typing import Any, Iterable, NamedTuple
 
 import orjson
@@ -173,6 +174,71 @@ def decode(topic: bytes, payload: bytes, max_bytes: int) -> Envelope:
         _check_depth(data, "data")
         frames_t = (Frame(ts, data),)
     return Envelope(topic_text, src, boot, seq, ts, frames_t, size)
+
+
+# The start of an envelope as encode() writes it. Readers that need only who sent a message,
+# its number and how many frames it holds (the broker's statistics, the logger) read them
+# here rather than parse the whole message: a 100-frame batch is ~30 kB of JSON, ~170 µs
+# for orjson.loads against ~15 µs for this and a count of its braces. Anything else,
+# escaped strings included, is decoded in full.
+HEAD = re.compile(rb'\{"v":1,"src":"([^"\\]+)","boot":"([^"\\]+)","seq":(\d{1,19}),"ts":(\d{1,16}),"(data|batch)":')
+
+
+class Head(NamedTuple):
+    """What peek() reads of a message: its envelope's fields, and its frames counted, not read."""
+
+    topic: str
+    src: str
+    boot: str
+    seq: int
+    ts: int
+    frames: int
+    size: int
+
+
+def peek(topic: bytes, payload: bytes, max_bytes: int) -> Head | None:
+    """The head of a message as encode() writes it, without reading its frames.
+
+    None for anything peek cannot vouch for from the text alone — another layout, a topic
+    not in UTF-8, numbers out of range, nested frame data (whose braces would be miscounted),
+    a message cut short or over `max_bytes` — which decode() then checks in full. The frame
+    data itself is not checked: what matters to its users (values that are not numbers,
+    say) is for the program that uses it to judge.
+    """
+    size = len(topic) + len(payload)
+    if size > max_bytes:
+        return None
+    m = HEAD.match(payload)
+    if m is None:
+        return None
+    seq, ts = int(m[3]), int(m[4])
+    if not (1 <= seq <= MAX_SEQ and ts < MAX_TS):
+        return None
+    if m[5] == b"data":
+        # one frame; '}}' closes its data and the envelope (a truncated message has lost it)
+        if not payload.endswith(b"}}"):
+            return None
+        frames = 1
+    else:
+        # '[{"ts":..,"data":{..}},..]}': each frame opens '{"ts":' (a quote inside a string
+        # is escaped) and two braces. Exact for frames of plain values, as sensor frames are;
+        # other brackets or braces send the message to the full checks, unless objects
+        # nested in a frame's data are shaped like frames themselves and counted as such
+        if not payload.endswith(b"}}]}") or payload.find(b"[", m.end() + 1) >= 0:
+            return None
+        frames = payload.count(b'{"ts":')
+        if payload.count(b"{") != 1 + 2 * frames:
+            return None
+    text = _topic_texts.get(topic)
+    if text is None:
+        try:
+            text = _topic_text(topic)
+        except Rejected:
+            return None
+    try:
+        return _new(Head, (text, m[1].decode("utf-8"), m[2].decode("utf-8"), seq, ts, frames, size))
+    except UnicodeDecodeError:
+        return None
 
 
 # NamedTuple's generated __new__ is a Python function; the fast path below builds the
