@@ -190,6 +190,11 @@ def test_publisher_refuses_what_the_bus_cannot_carry(tmp_path):
             pub.publish_batch("drilling", [(1_764_449_520_000.5, {"SPPA": 1.0})])
         with pytest.raises(ValueError, match="whole epoch milliseconds"):
             pub.publish("drilling", {"SPPA": 1.0}, ts=-1)
+        with pytest.raises(ValueError, match="frame 1: data must be a dict, not list"):
+            pub.publish_batch("drilling", [(1, {"SPPA": 1.0}), (2, [1.0])])  # type: ignore[list-item]
+        for bad_ts in (True, -1, 2**53, "1"):
+            with pytest.raises(ValueError, match="frame 1: ts must be whole epoch milliseconds"):
+                pub.publish_batch("drilling", [(1, {}), (bad_ts, {})])  # type: ignore[list-item]
         # nothing was sent, so the sequence did not advance
         assert pub.publish("drilling", {"SPPA": 1.0}) == 1
 
