@@ -179,7 +179,7 @@ def decode(topic: bytes, payload: bytes, max_bytes: int) -> Envelope:
 # The start of an envelope as encode() writes it. Readers that need only who sent a message,
 # its number and how many frames it holds (the broker's statistics, the logger) read them
 # here rather than parse the whole message: a 100-frame batch is ~30 kB of JSON, ~170 µs
-# for orjson.loads against ~15 µs for this and a count of its braces. Anything else,
+# for orjson.loads against ~35 µs for this and counting its frames. Anything else,
 # escaped strings included, is decoded in full.
 HEAD = re.compile(rb'\{"v":1,"src":"([^"\\]+)","boot":"([^"\\]+)","seq":(\d{1,19}),"ts":(\d{1,16}),"(data|batch)":')
 
