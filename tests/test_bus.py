@@ -195,6 +195,13 @@ def test_publisher_refuses_what_the_bus_cannot_carry(tmp_path):
         for bad_ts in (True, -1, 2**53, "1"):
             with pytest.raises(ValueError, match="frame 1: ts must be whole epoch milliseconds"):
                 pub.publish_batch("drilling", [(1, {}), (bad_ts, {})])  # type: ignore[list-item]
+        with pytest.raises(ValueError, match="frame 0: data must be a dict"):
+            pub.publish_batch("drilling", [(1, "x"), 5])  # type: ignore[list-item]
+        # what the quick check does not vouch for, the careful one still accepts
+        import collections
+        import enum
+        Ms = enum.IntEnum("Ms", {"T": 1_764_449_520_000})
+        assert pub.publish_batch("other", [(Ms.T, collections.OrderedDict(SPPA=1.0))]) == 1
         # nothing was sent, so the sequence did not advance
         assert pub.publish("drilling", {"SPPA": 1.0}) == 1
 

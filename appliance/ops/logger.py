@@ -9,8 +9,9 @@ memory and report gaps that are its own. So it reads only each data message's he
 source, boot, sequence number, frames counted in the text (`envelope.peek`) — and decodes
 in full only the messages it prints (alerts, labels) and those peek cannot vouch for,
 which the full checks then accept or reject and log. A message with a well-formed head
-and a broken body is counted here and rejected, stored and counted by the saver.
-Measured on a 100-frame batch (~30 kB): ~35 µs a message against ~300 µs decoded.
+and a broken body is counted here, and rejected and stored by the saver, whose stream
+then shows the gap the logger does not. Reading the head of a 100-frame batch (~30 kB)
+takes a fifth of the time of decoding it, of a single frame half.
 """
 
 from __future__ import annotations
