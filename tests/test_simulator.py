@@ -446,3 +446,146 @@ def test_unwritable_labels_file_exits_1_saying_what_to_do(tmp_path):
     assert program.proc.wait(timeout=30) == 1
     program.wait_for("cannot write the simulator's labels")
     assert "simulator_labels_path" in program.output
+
+
+# -- across restarts ---------------------------------------------------------------------
+
+
+def test_a_carried_on_well_continues_at_its_depth_with_its_pit_and_temperatures():
+    first = RigModel(seed=SEED)
+    for _ in range(3600):
+        first.step(1.0)
+    carried = first.carried()
+    assert carried["hole_ft"] > 5040  # an hour of drilling from 5,000 ft
+
+    again = RigModel(seed=SEED)
+    again.carry_on(carried)
+    frames = [again.step(1.0) for _ in range(600)]
+    assert frames[0]["DMEA"] >= round(carried["hole_ft"], 2) - 0.01
+    assert all(b["DMEA"] >= a["DMEA"] for a, b in zip(frames, frames[1:]))
+    assert 0.0 <= frames[0]["DBTM"] <= frames[0]["DMEA"]
+    assert abs(frames[0]["TVA"] - carried["pit_bbl"]) < 1.0  # not back at the 550 bbl of a new well
+    assert abs(first.pit_bbl - rig.PIT_START_BBL) > 2.0
+    assert abs(frames[0]["MTOA"] - carried["temp_out_f"]) < 1.0
+
+
+def test_well_state_round_trips_and_a_broken_file_says_so(tmp_path):
+    from appliance.sources import simstate
+
+    path = str(tmp_path / simstate.STATE_FILE)
+    assert simstate.load(path) is None
+    state = simstate.WellState(7, 5000.0, 1_796_000_000_123, {"hole_ft": 5123.4, "pit_bbl": 612.0})
+    simstate.save(path, state)
+    assert simstate.load(path) == state
+    assert state.same_well(7, 5000.0) and not state.same_well(8, 5000.0) and not state.same_well(7, 3000.0)
+    for text in ("", "{", '{"version": 1}', '{"version": 1, "seed": 1, "start_depth_ft": 5000, '
+                 '"last_ts_ms": 1, "well": {"pit_bbl": 1}}', "[]"):
+        (tmp_path / simstate.STATE_FILE).write_text(text)
+        with pytest.raises(simstate.StateError, match="is not a simulator state"):
+            simstate.load(path)
+    with pytest.raises(ValueError):
+        RigModel().carry_on({"hole_ft": float("nan")})
+
+
+def drilling_frames(collector) -> list:
+    return [f for e in list(collector.envelopes) if e.topic == "drilling" for f in e.frames]
+
+
+@pytest.mark.slow
+def test_a_restarted_simulator_continues_the_well_after_its_last_frame(broker, tmp_path):
+    """Run 1 runs 300 s of rig time at speed 100 (ahead of the clock); run 2, started at once,
+    must stamp after it (no interleaving) and drill on from its depth (no jump back to the start
+    depth); run 3, with another seed, is a new well at the start depth, still stamped after."""
+    cfg = broker.settings()
+    runs = []
+    with Publisher("test-probe", settings=cfg) as probe, Collector(["drilling", "probe"], cfg) as collector:
+        wait_subscribed(probe, collector)
+        for more in ((), (), ("--seed", "8")):
+            seen = len(drilling_frames(collector))
+            program = start_program(simulate_args(broker, tmp_path, "--rate", "1", "--speed", "100",
+                                                  "--duration", "300", *more), tmp_path)
+            assert program.proc.wait(timeout=60) == 0, program.output
+            program.wait_for("stopped")
+            assert (tmp_path / "simulator-state.json").exists(), "the simulator keeps no state in data_dir"
+            end = int(orjson.loads((tmp_path / "simulator-state.json").read_bytes())["last_ts_ms"])
+            collector.wait_until(lambda: any(f.ts == end for f in drilling_frames(collector)),
+                                 what=f"run {len(runs) + 1}'s last frame")
+            runs.append((program.output, drilling_frames(collector)[seen:]))
+    (out1, run1), (out2, run2), (out3, run3) = runs
+    assert "a new well at 5000 ft" in out1
+    assert "continuing the well of the previous run" in out2 and "ahead of the clock" in out2
+    assert "a new well at 5000 ft" in out3
+    assert len(run1) > 250 and len(run2) > 250 and len(run3) > 250  # only the first few may miss the slow joiner
+    assert min(f.ts for f in run2) > max(f.ts for f in run1)
+    assert min(f.ts for f in run3) > max(f.ts for f in run2)
+    assert [f.ts for f in run2] == list(range(run2[0].ts, max(f.ts for f in run1) + 300_001, 1000))
+    depth1 = max(f.data["DMEA"] for f in run1)
+    assert depth1 > 5002
+    assert min(f.data["DMEA"] for f in run2) >= depth1 - 0.01
+    assert min(f.data["DMEA"] for f in run3) < 5001
+
+
+# -- what `make run` runs ----------------------------------------------------------------
+
+
+def dev_settings(tmp: Path):
+    """The settings `make run` writes for a new development prefix, and that prefix's ini."""
+    import sys
+
+    from appliance.config import load
+    from appliance.ops.dev import prepare
+
+    layout = prepare(tmp / "dev", sys.executable)
+    return load(config_file=str(layout.config_file), env={}, dotenv=""), layout.config_file
+
+
+@pytest.mark.slow
+def test_make_run_simulator_stamps_its_frames_with_the_wall_clock(broker, tmp_path):
+    import time
+
+    from tests.conftest import clean_env
+
+    dev, ini = dev_settings(tmp_path)
+    cfg = broker.settings()
+    env = clean_env(tmp_path)
+    env["RIGTEL_CONFIG"] = str(ini)
+    with Publisher("test-probe", settings=cfg) as probe, Collector(["drilling", "probe"], cfg) as collector:
+        wait_subscribed(probe, collector)
+        started_ms = time.time_ns() // 1_000_000
+        program = start_program(simulate_args(broker, tmp_path), tmp_path, env=env)
+        program.wait_for("ready: publishing", timeout=60)
+        collector.wait_until(lambda: len(drilling_frames(collector)) >= 5, timeout=30, what="5 frames")
+        now_ms = time.time_ns() // 1_000_000
+        frames = drilling_frames(collector)
+        assert program.stop(signal.SIGTERM) == 0, program.output
+    # every frame received by now was stamped at most a second past the clock (it was 10 s
+    # of rig time per wall second with the first dev settings: ~50 s ahead by the fifth frame)
+    assert started_ms <= frames[0].ts and max(f.ts for f in frames) <= now_ms + 1000, (
+        started_ms, now_ms, [f.ts for f in frames])
+
+
+@pytest.mark.slow
+def test_make_run_events_are_each_detected_by_the_predictor_soon_after_start(tmp_path):
+    """The dev settings' events through the evaluation harness (rig model and predictor in
+    step, at the dev rate, seed and start depth): each detected, the first alarm within
+    10 minutes of the simulator starting, and no alarm that is not an event's."""
+    from appliance.predict.evaluate import ORIGIN_MS, Scenario, catches, run_scenario
+
+    dev, _ = dev_settings(tmp_path)
+    events = tuple(parse_events(dev.simulator_events))
+    kinds = {e.kind for e in events}
+    assert {"kick", "washout"} <= kinds and kinds & {"flatline", "spike", "dropout"}
+    assert dev.simulator_start_depth_ft == 5000.0  # what run_scenario drills from
+    run = run_scenario(Scenario("make run", dev.simulator_seed, max(e.end_s for e in events) + 600, events,
+                                trip_every_ft=dev.simulator_trip_every_ft, rate_hz=dev.simulator_rate_hz))
+    delays = {}
+    for e in events:
+        hits = [r.ts_ms for r in run.raises if catches(e, r) and e.start_s * 1000 <= r.ts_ms - ORIGIN_MS < e.end_s * 1000]
+        assert hits, (e, run.raises)
+        delays[e.kind] = (min(hits) - ORIGIN_MS) / 1000 - e.start_s
+    print(f"\nmake run's events: detected {delays} s after their start")
+    first_alarm_wall_s = (min(r.ts_ms for r in run.raises) - ORIGIN_MS) / 1000 / dev.simulator_speed
+    assert first_alarm_wall_s <= 600, first_alarm_wall_s
+    assert all(delay <= 180 for delay in delays.values()), delays
+    stray = [r.id for r in run.raises if not any(catches(e, r) for e in events)]
+    assert stray == [], stray

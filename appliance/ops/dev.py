@@ -32,9 +32,12 @@ rig_id = dev-rig
 data_dir = {lib_dir}
 database_path = {lib_dir}/rigtel.db
 supervisor_socket = {run_dir}/supervisor.sock
+; The simulator at speed 1: frames stamped with the wall clock. Its events count from each
+; start of the simulator; the predictor raises the kick alarm about 6 minutes in, the washout
+; about 25 minutes in and the SPPA sensor fault about 46 minutes in (README, "Simulator").
 simulator_rate_hz = 1
-simulator_speed = 10
-simulator_events = kick@20m+10m,washout@50m+20m,spike:SPPA@80m+5m
+simulator_speed = 1
+simulator_events = kick@5m+10m,washout@25m+15m,spike:SPPA@45m+5m
 """
 
 # Where the development prefix keeps its secrets; appended to an appliance.ini that lacks them.

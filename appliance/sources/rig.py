@@ -204,6 +204,29 @@ class RigModel:
         self._last_out: dict[str, float] = {}
         self._dt = -1.0
 
+    # -- across restarts ------------------------------------------------------------------
+
+    # What a well keeps while the simulator is down: the hole, the mud in the pits and its
+    # temperatures (slow, so a restart would show as a step), the footage towards the next trip.
+    CARRIED = ("hole_ft", "pit_bbl", "temp_in_f", "temp_out_f", "drilled_since_trip_ft")
+
+    def carried(self) -> dict[str, float]:
+        """The well's slow state (CARRIED), for `carry_on` in a later run."""
+        return {name: float(getattr(self, name)) for name in self.CARRIED}
+
+    def carry_on(self, state: dict[str, float]) -> None:
+        """Continue a well from `carried()` of an earlier run: bit back on bottom of that hole,
+        drilling a fresh stand; pit, temperatures and footage as they were. Call before the
+        first step; names missing from `state` keep this model's start values."""
+        hole = float(state.get("hole_ft", self.hole_ft))
+        if not 0.0 <= hole <= 100_000.0 or hole != hole:
+            raise ValueError(f"hole_ft {hole!r} is not a depth")
+        self.hole_ft = self.bit_ft = hole
+        self.string_ft = self.bit_ft + self.block_ft
+        for name in self.CARRIED[1:]:
+            if name in state:
+                setattr(self, name, float(state[name]))
+
     # -- the driller ---------------------------------------------------------------------
 
     def _new_stand_parameters(self) -> None:

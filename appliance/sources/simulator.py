@@ -3,8 +3,13 @@
 Rig time runs `simulator_speed` times faster than the wall clock; frames come every
 1/`simulator_rate_hz` seconds of rig time, stamped with the start's epoch ms plus the rig
 ms, and all frames due at a tick go out in one batch message. The physics live in
-appliance.sources.rig; the values depend only on the seed and the settings, so a run can
-be replayed exactly (only the timestamps' origin changes).
+appliance.sources.rig; the values depend only on the seed, the settings and where the well
+had got to (below), so a run can be replayed exactly (only the timestamps' origin changes).
+
+Across restarts (appliance.sources.simstate): the simulator keeps DATA_DIR/simulator-state.json
+and the next run continues the same well (same seed and start depth) from the hole depth it
+had reached, and stamps its first frame after the previous run's last, so that two runs
+never interleave in the database.
 
 Injected events (`simulator_events`) get ground-truth labels: a message on 'sim.label'
 when each one starts and ends, and one JSON line per event appended to
@@ -12,7 +17,12 @@ when each one starts and ends, and one JSON line per event appended to
 started leaves no line).
 
 Caveats:
-- With speed above 1 the frames' timestamps run ahead of the wall clock: they are rig time.
+- With speed above 1 the frames' timestamps run ahead of the wall clock: they are rig time,
+  and the next run continues after them. Stamping them at wall-clock pace instead would make
+  every rate against time wrong by the speed factor (the hole deepening 10x faster than
+  ROPA says, the pit filling 10x faster than the flow meters say): a live appliance that
+  should stay with the clock runs at speed 1 (`make run` does).
+- Event times count from this run's start: a restarted simulator plays them again.
 - Frames published before a subscriber's subscription reaches this publisher are lost
   (ZeroMQ's slow joiner): subscribe first, and expect the first frames to be missing.
 - The labels file is shared by every run; each line carries the run's `src` and `boot`.
@@ -34,6 +44,7 @@ from appliance.bus.publisher import Publisher
 from appliance.config import Config
 from appliance.ops.runtime import StopSignal
 from appliance.sources.events import Event, parse_duration, parse_events
+from appliance.sources import simstate
 from appliance.sources.rig import RigModel
 
 log = logging.getLogger("rigtel.simulator")
@@ -42,6 +53,7 @@ DATA_TOPIC = "drilling"
 LABEL_TOPIC = "sim.label"
 TICK_S = 0.05  # at most this long between sends when frames are due faster
 SUMMARY_S = 10.0
+STATE_EVERY_S = 1.0  # how often the well's state is saved (wall seconds)
 WORK_SLICE_S = 0.2  # when behind, still look at signals and heartbeats this often
 FRAME_BYTES_ESTIMATE = 60 * 22  # twice a real frame's size, so batches stay under the limit
 
@@ -60,12 +72,22 @@ class Simulation:
     """Runs the model against the clock and publishes frames and labels."""
 
     def __init__(self, cfg: Config, events: list[Event], publisher: Publisher,
-                 labels: IO[str], duration_s: float | None = None) -> None:
+                 labels: IO[str], duration_s: float | None = None,
+                 previous: simstate.WellState | None = None, state_file: str | None = None) -> None:
+        """previous: where an earlier run left the well and its clock (None: a new well);
+        state_file: where to keep this run's (None: nowhere)."""
         self.rate_hz = cfg.simulator_rate_hz
         self.speed = cfg.simulator_speed
         self.seed = cfg.simulator_seed
+        self.start_depth_ft = cfg.simulator_start_depth_ft
         self.model = RigModel(seed=cfg.simulator_seed, start_depth_ft=cfg.simulator_start_depth_ft,
                               trip_every_ft=cfg.simulator_trip_every_ft, events=events)
+        self.previous = previous
+        self.continued = previous is not None and previous.same_well(self.seed, self.start_depth_ft)
+        if self.continued:
+            self.model.carry_on(previous.well)
+        self.state_file = state_file
+        self._state_failed = False
         self.publisher = publisher
         self.labels = labels
         self.max_frames = (int(duration_s * self.rate_hz + 1e-9) if duration_s is not None else None)
@@ -81,10 +103,28 @@ class Simulation:
         self._next_transition = 0
         self._open: dict[int, Event] = {}
 
+    def last_ts_ms(self) -> int:
+        """The stamp of the last frame produced (the origin before the first)."""
+        return self.origin_ms + round(self.frames * 1000.0 / self.rate_hz)
+
     def _stats(self) -> dict[str, Any]:
         return {"frames": self.frames, "messages": self.publisher.sent,
                 "rig_time_s": round(self.model.t_s, 3), "activity": self.model.activity,
-                "behind_s": round(self.behind_s, 3)}
+                "behind_s": round(self.behind_s, 3), "hole_ft": round(self.model.hole_ft, 2),
+                # how far the stamps run ahead of the clock: 0 at speed 1, rig time beyond it
+                "ahead_of_clock_s": round(max(0.0, self.last_ts_ms() / 1000.0 - time.time()), 1)}
+
+    def _save_state(self) -> None:
+        if self.state_file is None:
+            return
+        state = simstate.WellState(self.seed, self.start_depth_ft, self.last_ts_ms(), self.model.carried())
+        try:
+            simstate.save(self.state_file, state)
+        except OSError as e:
+            if not self._state_failed:  # once: the run goes on, only its restart will not continue
+                self._state_failed = True
+                log.warning("cannot keep the well's state in %s: %s; a restart will start a new well. "
+                            "Make data_dir writable for this user.", self.state_file, e.strerror or e)
 
     # -- labels --------------------------------------------------------------------------
 
@@ -143,6 +183,25 @@ class Simulation:
             if time.monotonic() >= deadline:
                 return
 
+    def _announce_start(self, now_ms: int) -> None:
+        m = self.model
+        if self.continued:
+            log.info("continuing the well of the previous run: hole %.1f ft, pit %.1f bbl (%s)",
+                     m.hole_ft, m.pit_bbl, self.state_file or "its state")
+        elif self.previous is not None:
+            log.info("a new well at %.0f ft: the previous run's was seed %d from %.0f ft (this run: seed "
+                     "%d from %.0f ft)", m.hole_ft, self.previous.seed, self.previous.start_depth_ft,
+                     self.seed, self.start_depth_ft)
+        else:
+            log.info("a new well at %.0f ft", m.hole_ft)
+        ahead_s = (self.origin_ms - now_ms) / 1000.0
+        if ahead_s > 1.0:
+            log.warning("the previous run stamped frames up to %.0f s ahead of the clock (simulator_speed "
+                        "above 1); this run's frames follow them so that the stored series do not "
+                        "interleave. To stamp from the clock again: stop the appliance, set simulator_speed = 1, "
+                        "delete %s and start a new database (make run: delete var/dev/var/lib/rigtel).",
+                        ahead_s, self.state_file or "the simulator's state file")
+
     def _summary(self, wall_s: float) -> None:
         m = self.model
         behind = (f"; BEHIND by {self.behind_s:.0f} s of rig time: lower simulator_rate_hz or "
@@ -156,9 +215,14 @@ class Simulation:
         """Publish until `stop` is set or the duration is done; returns the exit code."""
         rate, speed = self.rate_hz, self.speed
         frames_per_wall_s = rate * speed
-        self.origin_ms = time.time_ns() // 1_000_000
+        now_ms = time.time_ns() // 1_000_000
+        # never a frame at or before the previous run's last: frame 1 is one period after this
+        after = self.previous.last_ts_ms if self.previous is not None else now_ms
+        self.origin_ms = max(now_ms, after)
         wall0 = time.monotonic()
         next_summary = wall0 + SUMMARY_S
+        next_state = wall0
+        self._announce_start(now_ms)
         log.info("ready: publishing on %s at %g Hz × %g", self.publisher.endpoint, rate, speed)
         try:
             while not stop.is_set():
@@ -170,6 +234,9 @@ class Simulation:
                 self.behind_s = max(0.0, (due - self.frames) / rate)
                 self.heartbeat.tick()
                 now = time.monotonic()
+                if now >= next_state:
+                    next_state = now + STATE_EVERY_S
+                    self._save_state()
                 if now >= next_summary:
                     next_summary = now + SUMMARY_S
                     self._summary(now - wall0)
@@ -179,9 +246,11 @@ class Simulation:
                 # sleep until the next frame is due, but at least a tick after this one
                 # began, so that fast frames gather into batches
                 wake = max(wall0 + (self.frames + 1) / frames_per_wall_s, tick_start + TICK_S)
-                wait = min(max(wake - now, 0.0), self.heartbeat.seconds_to_next(), next_summary - now)
+                wait = min(max(wake - now, 0.0), self.heartbeat.seconds_to_next(), next_summary - now,
+                           max(next_state - now, 0.0))
                 stop.wait(wait)
         finally:
+            self._save_state()
             for event in self._open.values():
                 self._write_label(event.label(self.origin_ms), finished=False)
             self._open.clear()
@@ -231,10 +300,17 @@ def main(argv: Sequence[str]) -> int:
                   "data_dir) to a folder this user can write.", path, e.strerror or e)
         return 1
 
+    state_file = simstate.state_path(cfg)
+    try:
+        previous = simstate.load(state_file)
+    except simstate.StateError as e:
+        log.warning("%s: starting a new well, stamped from the clock (the file is replaced).", e)
+        previous = None
+
     context = zmq.Context()
     try:
         with labels, Publisher("simulator", settings=cfg, context=context, spool=True) as publisher:
-            code = Simulation(cfg, events, publisher, labels, duration_s).run(stop)
+            code = Simulation(cfg, events, publisher, labels, duration_s, previous, state_file).run(stop)
         log.info("stopped%s", f" ({stop.signal_name})" if stop.signal_name else "")
         return code
     finally:
