@@ -182,7 +182,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("rig_id", _identifier, "rig-1",
             "This rig's id; every source id on the bus starts with it, so ids stay unique across a fleet."),
     Setting("data_dir", _text, "/var/lib/rigtel",
-            "Folder for the appliance's state: database, backups, spools, simulator labels."),
+            "Folder for the appliance's state: database, backups, spools, simulator labels and state."),
     Setting("database_path", _text, "/var/lib/rigtel/rigtel.db",
             "SQLite database file.", aliases=("DATABASE_PATH",)),
     # -- logging
@@ -283,15 +283,15 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("simulator_rate_hz", _float_range(0.1, 1000), "1",
             "Frames per second of rig time the simulator produces."),
     Setting("simulator_speed", _float_range(0.01, 100000), "1",
-            "Rig seconds simulated per wall-clock second (1440: a day in a minute)."),
+            "Rig seconds simulated per wall-clock second (1440: a day in a minute); above 1 the frames' stamps run ahead of the clock."),
     Setting("simulator_seed", _int_range(0, 2**31 - 1), "1",
             "Random seed; the same seed and settings give the same data."),
     Setting("simulator_start_depth_ft", _float_range(100, 40000), "5000",
-            "Hole depth at which the simulated well starts, in feet."),
+            "Hole depth at which a new simulated well starts, in feet (a restart continues the well: DATA_DIR/simulator-state.json)."),
     Setting("simulator_trip_every_ft", _float_range(0, 40000), "0",
             "Drill this many feet, then trip out and back in (0: never trip)."),
     Setting("simulator_events", _events, "",
-            "Events to inject: comma-separated KIND@START+DURATION in rig time, e.g. 'kick@2h+20m,washout@5h30m+1h'. "
+            "Events to inject: comma-separated KIND@START+DURATION in rig time since the simulator started, e.g. 'kick@2h+20m,washout@5h30m+1h'. "
             "Kinds: kick, loss, washout, packoff, flatline:CHANNEL, spike:CHANNEL, dropout:CHANNEL."),
     Setting("simulator_labels_path", _text, "",
             "File the simulator appends ground-truth event labels to (JSON lines; empty: DATA_DIR/simulator-labels.jsonl)."),
