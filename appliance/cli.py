@@ -92,8 +92,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not argv or argv[0] in ("-h", "--help", "help"):
         print(f"usage: rigtel COMMAND [options]   (rigtel COMMAND --help for its options)\n\n"
               f"Drilling telemetry appliance {__version__}.\n\ncommands:")
+        width = max(map(len, COMMANDS))
         for name, (_, help_text) in COMMANDS.items():
-            print(f"  {name:<12} {help_text}")
+            print(f"  {name:<{width}}  {help_text}")
         return 0 if argv else 2
     if argv[0] == "--version":
         print(__version__)
