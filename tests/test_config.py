@@ -123,6 +123,19 @@ def test_rigtel_config_says_when_no_settings_file_was_read(tmp_path):
     assert out.startswith("# no settings file (/etc/rigtel/appliance.ini does not exist")
 
 
+@pytest.mark.parametrize("command, settings", [
+    ("logger", ["logger_summary_s"]),
+    ("broker", ["broker_frontend_port", "bus_receive_hwm"]),
+    ("wits0", ["wits0_port"]),
+])
+def test_a_programs_help_lists_the_settings_it_reads(tmp_path, command, settings):
+    out = subprocess.run([sys.executable, "-m", "appliance", command, "--help"], cwd=tmp_path,
+                         env=clean_env(tmp_path), capture_output=True, text=True, check=True).stdout
+    listed = re.findall(r"^  (\w+) = ", out, re.M)
+    assert set(settings) <= set(listed)
+    assert not [name for name in listed if name.startswith("wits0_out_")]  # wits0-out's, not wits0's
+
+
 def test_a_setting_in_the_wrong_case_is_named_rightly(tmp_path):
     env = clean_env(tmp_path)
     env["RIGTEL_rig_id"] = "x"
