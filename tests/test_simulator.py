@@ -525,6 +525,34 @@ def test_a_restarted_simulator_continues_the_well_after_its_last_frame(broker, t
     assert min(f.data["DMEA"] for f in run3) < 5001
 
 
+@pytest.mark.slow
+def test_a_simulator_stamps_after_rows_stored_ahead_of_the_clock(broker, tmp_path):
+    """A database filled ahead of the clock before the simulator kept its state (a dev prefix
+    that ran at speed 10): the new run's frames follow the newest stored sample."""
+    import time
+
+    from appliance.bus.envelope import Envelope, Frame
+    from appliance.store.writer import Batch, Writer
+
+    db = tmp_path / "rigtel.db"
+    future_ms = time.time_ns() // 1_000_000 + 20 * 60_000
+    writer = Writer(db)
+    writer.commit(Batch([Envelope("drilling", "dev-rig.simulator", "b1", 1, future_ms,
+                                  (Frame(future_ms, {"DMEA": 5100.0}),), 100)]))
+    writer.close()
+    cfg = broker.settings()
+    with Publisher("test-probe", settings=cfg) as probe, Collector(["drilling", "probe"], cfg) as collector:
+        wait_subscribed(probe, collector)
+        program = start_program(simulate_args(broker, tmp_path, "--set", f"database_path={db}", "--rate", "1",
+                                              "--speed", "100", "--duration", "60"), tmp_path)
+        assert program.proc.wait(timeout=60) == 0, program.output
+        collector.wait_until(lambda: any(f.ts == future_ms + 60_000 for f in drilling_frames(collector)),
+                             what="the last frame, a minute after the stored one")
+    frames = drilling_frames(collector)
+    assert len(frames) > 40 and min(f.ts for f in frames) > future_ms
+    assert "ahead of the clock before this run" in program.output
+
+
 # -- what `make run` runs ----------------------------------------------------------------
 
 
