@@ -525,34 +525,6 @@ def test_a_restarted_simulator_continues_the_well_after_its_last_frame(broker, t
     assert min(f.data["DMEA"] for f in run3) < 5001
 
 
-@pytest.mark.slow
-def test_a_simulator_stamps_after_rows_stored_ahead_of_the_clock(broker, tmp_path):
-    """A database filled ahead of the clock before the simulator kept its state (a dev prefix
-    that ran at speed 10): the new run's frames follow the newest stored sample."""
-    import time
-
-    from appliance.bus.envelope import Envelope, Frame
-    from appliance.store.writer import Batch, Writer
-
-    db = tmp_path / "rigtel.db"
-    future_ms = time.time_ns() // 1_000_000 + 20 * 60_000
-    writer = Writer(db)
-    writer.commit(Batch([Envelope("drilling", "dev-rig.simulator", "b1", 1, future_ms,
-                                  (Frame(future_ms, {"DMEA": 5100.0}),), 100)]))
-    writer.close()
-    cfg = broker.settings()
-    with Publisher("test-probe", settings=cfg) as probe, Collector(["drilling", "probe"], cfg) as collector:
-        wait_subscribed(probe, collector)
-        program = start_program(simulate_args(broker, tmp_path, "--set", f"database_path={db}", "--rate", "1",
-                                              "--speed", "100", "--duration", "60"), tmp_path)
-        assert program.proc.wait(timeout=60) == 0, program.output
-        collector.wait_until(lambda: any(f.ts == future_ms + 60_000 for f in drilling_frames(collector)),
-                             what="the last frame, a minute after the stored one")
-    frames = drilling_frames(collector)
-    assert len(frames) > 40 and min(f.ts for f in frames) > future_ms
-    assert "ahead of the clock before this run" in program.output
-
-
 # -- what `make run` runs ----------------------------------------------------------------
 
 
@@ -617,3 +589,50 @@ def test_make_run_events_are_each_detected_by_the_predictor_soon_after_start(tmp
     assert all(delay <= 180 for delay in delays.values()), delays
     stray = [r.id for r in run.raises if not any(catches(e, r) for e in events)]
     assert stray == [], stray
+
+
+def test_make_run_points_out_a_database_filled_ahead_of_the_clock(tmp_path):
+    """A development prefix that ran the first dev settings (speed 10) holds frames stamped in
+    the future; `rigtel dev` says so and how to start afresh at the clock."""
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    from appliance.bus.envelope import Envelope, Frame
+    from appliance.ops.dev import stored_ahead_s
+    from appliance.store.writer import Batch, Writer
+    from tests.conftest import clean_env
+
+    prefix = tmp_path / "dev"
+    lib = prefix / "var/lib/rigtel"
+    lib.mkdir(parents=True)
+    db = lib / "rigtel.db"
+    now_ms = time.time_ns() // 1_000_000
+    assert stored_ahead_s(str(db), now_ms) == 0.0  # no database yet
+    writer = Writer(db)
+    writer.commit(Batch([Envelope("drilling", "dev-rig.simulator", "b1", 1, now_ms, tuple(
+        Frame(now_ms + k * 60_000, {"DMEA": 5000.0 + k}) for k in range(0, 25)), 100)]))
+    writer.close()
+    assert stored_ahead_s(str(db), now_ms) == 24 * 60.0
+    assert stored_ahead_s(str(db), now_ms + 30 * 60_000) == 0.0
+
+    ports = []
+    for _ in range(5):
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            ports.append(sock.getsockname()[1])
+    etc = prefix / "etc/rigtel"
+    etc.mkdir(parents=True)
+    (etc / "appliance.ini").write_text(
+        f"[appliance]\nrig_id = dev-rig\ndata_dir = {lib}\ndatabase_path = {db}\n"
+        f"supervisor_socket = {prefix}/run/rigtel/supervisor.sock\nbroker_frontend_port = {ports[0]}\n"
+        f"broker_backend_port = {ports[1]}\nweb_port = {ports[2]}\nweb_http_port = {ports[3]}\n"
+        f"bus_remote_port = {ports[4]}\n")
+    env = clean_env(tmp_path)
+    del env["RIGTEL_CONFIG"]
+    run = subprocess.run([sys.executable, "-m", "appliance", "dev", "--prefix", str(prefix), "--no-start"],
+                         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "holds frames stamped up to 24 minutes ahead of the clock" in run.stderr, run.stderr
+    assert f"delete {lib}" in run.stderr and "simulator_speed = 1" in run.stderr

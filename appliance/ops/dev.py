@@ -81,6 +81,29 @@ def prepare(prefix: Path, python: str) -> Layout:
     return layout
 
 
+def stored_ahead_s(database_path: str, now_ms: int | None = None) -> float:
+    """How far ahead of the clock the newest sample in the database is stamped, in seconds
+    (0 when it is not, or there is no database or no sample yet)."""
+    import sqlite3
+    import time
+
+    from appliance.store.backup import BackupError, open_read_only
+    from appliance.store.maintenance import newest_sample_ms
+
+    now_ms = time.time_ns() // 1_000_000 if now_ms is None else now_ms
+    try:
+        db = open_read_only(database_path)
+    except (BackupError, sqlite3.Error):
+        return 0.0
+    try:
+        newest = newest_sample_ms(db)
+    except sqlite3.Error:  # no samples table yet, or a broken file: the saver's to report
+        return 0.0
+    finally:
+        db.close()
+    return max(0.0, (newest - now_ms) / 1000.0) if newest is not None else 0.0
+
+
 def dev_login(cfg, layout: Layout) -> tuple[str, str]:
     """Make the dev prefix's certificate and admin user when missing; (user, password)."""
     from appliance.security import certs, users
@@ -117,6 +140,14 @@ def main(argv: Sequence[str]) -> int:
     except ConfigError as e:
         print(f"rigtel dev: configuration error: {e}", file=sys.stderr)
         return 2
+    ahead_s = stored_ahead_s(cfg.database_path)
+    if ahead_s > 60:  # a prefix that ran the simulator faster than the clock (the first dev settings)
+        print(f"rigtel dev: the database {cfg.database_path} holds frames stamped up to {ahead_s / 60:.0f} "
+              f"minutes ahead of the clock, from a simulator run at simulator_speed above 1 (the first "
+              f"development settings had 10). The dashboard shows them as the latest data, and new frames "
+              f"stamped from the clock fall among them until the clock passes them. To start afresh at the "
+              f"clock: stop the appliance, delete {layout.lib_dir} (this prefix's data), check that "
+              f"{layout.config_file} has simulator_speed = 1, and make run again.", file=sys.stderr)
     conf = layout.supervisord_conf
     sock = layout.run_dir / "supervisor.sock"
     if sock.exists():

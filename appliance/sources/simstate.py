@@ -8,10 +8,11 @@ small file about once a second and when it stops, and the next run reads it to
   on bottom of the hole drilled so far, pit and mud temperatures as they were; another seed
   or start depth starts a new well;
 - stamp its first frame after the previous run's last one, whatever the well, so that two
-  runs never interleave in the database (at speed 1 that is the wall clock anyway); and after
-  the newest sample already in the database (`stored_until_ms`), which covers a database
-  filled ahead of the clock before this file existed (a development prefix that ran at
-  speed 10).
+  runs never interleave in the database (at speed 1 that is the wall clock anyway).
+
+The database itself is not read here: the simulator stays clear of sqlite3 (memory; see
+tests/test_imports.py). A database filled ahead of the clock before this file existed (a
+development prefix that ran at speed 10) is `rigtel dev`'s to point out.
 
 After a hard kill (kill -9, power loss) the file is at most about a second behind: up to a
 second of drilling is drilled again, and at speeds above 1 the first frames of the next run
@@ -23,7 +24,6 @@ from __future__ import annotations
 
 import math
 import os
-import sqlite3
 from dataclasses import dataclass
 from typing import Any
 
@@ -90,21 +90,3 @@ def save(path: str, state: WellState) -> None:
         f.write(state.to_json())
     os.replace(partial, path)
 
-
-def stored_until_ms(database_path: str) -> int | None:
-    """The newest sample's stamp in the appliance's database, UTC epoch ms; None when there is
-    no database yet, no sample in it, or it cannot be read (the saver's to report)."""
-    from appliance.store.backup import BackupError, open_read_only
-    from appliance.store.maintenance import newest_sample_ms
-
-    try:
-        db = open_read_only(database_path)
-    except (BackupError, sqlite3.Error):
-        return None
-    try:
-        newest = newest_sample_ms(db)
-        return int(newest) if newest is not None else None
-    except sqlite3.Error:  # no samples table yet, or a locked or broken file
-        return None
-    finally:
-        db.close()

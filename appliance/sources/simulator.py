@@ -8,8 +8,8 @@ had got to (below), so a run can be replayed exactly (only the timestamps' origi
 
 Across restarts (appliance.sources.simstate): the simulator keeps DATA_DIR/simulator-state.json
 and the next run continues the same well (same seed and start depth) from the hole depth it
-had reached, and stamps its first frame after the previous run's last (and after the newest
-sample in the database), so that two runs never interleave in the database.
+had reached, and stamps its first frame after the previous run's last, so that two runs
+never interleave in the database.
 
 Injected events (`simulator_events`) get ground-truth labels: a message on 'sim.label'
 when each one starts and ends, and one JSON line per event appended to
@@ -73,11 +73,9 @@ class Simulation:
 
     def __init__(self, cfg: Config, events: list[Event], publisher: Publisher,
                  labels: IO[str], duration_s: float | None = None,
-                 previous: simstate.WellState | None = None, state_file: str | None = None,
-                 stored_until_ms: int | None = None) -> None:
+                 previous: simstate.WellState | None = None, state_file: str | None = None) -> None:
         """previous: where an earlier run left the well and its clock (None: a new well);
-        state_file: where to keep this run's (None: nowhere); stored_until_ms: the newest
-        sample in the database, which no frame of this run may be stamped at or before."""
+        state_file: where to keep this run's (None: nowhere)."""
         self.rate_hz = cfg.simulator_rate_hz
         self.speed = cfg.simulator_speed
         self.seed = cfg.simulator_seed
@@ -89,7 +87,6 @@ class Simulation:
         if self.continued:
             self.model.carry_on(previous.well)
         self.state_file = state_file
-        self.stored_until_ms = stored_until_ms
         self._state_failed = False
         self.publisher = publisher
         self.labels = labels
@@ -199,8 +196,8 @@ class Simulation:
             log.info("a new well at %.0f ft", m.hole_ft)
         ahead_s = (self.origin_ms - now_ms) / 1000.0
         if ahead_s > 1.0:
-            log.warning("frames were stamped up to %.0f s ahead of the clock before this run (by a run "
-                        "at simulator_speed above 1); this run's frames follow them so that the stored "
+            log.warning("the previous run stamped frames up to %.0f s ahead of the clock (simulator_speed "
+                        "above 1); this run's frames follow them so that the stored "
                         "series do not interleave. To stamp from the clock again: stop the appliance, set simulator_speed = 1, "
                         "delete %s and start a new database (make run: delete var/dev/var/lib/rigtel).",
                         ahead_s, self.state_file or "the simulator's state file")
@@ -219,10 +216,8 @@ class Simulation:
         rate, speed = self.rate_hz, self.speed
         frames_per_wall_s = rate * speed
         now_ms = time.time_ns() // 1_000_000
-        # never a frame at or before the previous run's last or the newest stored sample:
-        # frame 1 comes one period after the origin
-        self.origin_ms = max(now_ms, self.previous.last_ts_ms if self.previous is not None else now_ms,
-                             self.stored_until_ms or now_ms)
+        # never a frame at or before the previous run's last: frame 1 comes one period after
+        self.origin_ms = max(now_ms, self.previous.last_ts_ms if self.previous is not None else now_ms)
         wall0 = time.monotonic()
         next_summary = wall0 + SUMMARY_S
         next_state = wall0
@@ -311,13 +306,10 @@ def main(argv: Sequence[str]) -> int:
         log.warning("%s: starting a new well, stamped from the clock (the file is replaced).", e)
         previous = None
 
-    stored_ms = simstate.stored_until_ms(cfg.database_path)
-
     context = zmq.Context()
     try:
         with labels, Publisher("simulator", settings=cfg, context=context, spool=True) as publisher:
-            code = Simulation(cfg, events, publisher, labels, duration_s, previous, state_file,
-                              stored_ms).run(stop)
+            code = Simulation(cfg, events, publisher, labels, duration_s, previous, state_file).run(stop)
         log.info("stopped%s", f" ({stop.signal_name})" if stop.signal_name else "")
         return code
     finally:
