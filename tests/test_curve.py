@@ -88,7 +88,7 @@ def test_remote_publishers_without_broker_keys_stop_the_broker_with_instructions
                             "--set", "bus_remote_host=127.0.0.1", "--set", "bus_remote_port=0",
                             "--set", f"bus_keys_dir={tmp_path / 'none'}"], tmp_path)
     assert broker.proc.wait(30) == 1
-    assert "rigtel keys broker" in broker.output
+    broker.wait_for("rigtel keys broker")  # the output thread may not have read it yet
 
 
 
