@@ -7,7 +7,7 @@ STREAMS plain SSE readers stay connected. VmRSS of the web program is sampled ev
 SAMPLE_S; the result is its growth from the end of the first minute (warm: caches, thread
 stacks, the hub's queues filled) to the end, and the least-squares slope over that span in
 MB per hour. `--quick` soaks 1.5 minutes, otherwise 5; the issue's hour is a matter of
-running it longer (SOAK_MIN=60 in the environment).
+running it longer (SOAK_MIN=60 in the environment), and `make soak`'s rate of SOAK_HZ=100.
 """
 
 from __future__ import annotations
@@ -47,6 +47,7 @@ def run(opts) -> dict[str, Any]:
     if why:
         raise RuntimeError(why)
     minutes = float(os.environ.get("SOAK_MIN") or (1.5 if opts.quick else 5))
+    rate_hz = float(os.environ.get("SOAK_HZ") or RATE_HZ)
     rng = random.Random(3)
     samples: list[tuple[float, float]] = []
     heap: list[tuple[float, float]] = []  # the /live page's JS heap, MB (Chrome's performance.memory)
@@ -71,10 +72,10 @@ def run(opts) -> dict[str, Any]:
                     readers = [SseReader(port, i) for i in range(STREAMS)]
                     for r in readers:
                         r.thread.start()
-                    opts.say(f"  soaking {minutes:g} min: /live and {STREAMS} SSE readers, {RATE_HZ} Hz x 20 channels ...")
+                    opts.say(f"  soaking {minutes:g} min: /live and {STREAMS} SSE readers, {rate_hz:g} Hz x 20 channels ...")
                     start = time.monotonic()
                     next_sample = start
-                    period = 1.0 / RATE_HZ
+                    period = 1.0 / rate_hz
                     i = 0
                     while time.monotonic() - start < minutes * 60:
                         wait = start + i * period - time.monotonic()
