@@ -20,9 +20,9 @@ from pathlib import Path
 from typing import Any
 
 from appliance.bus import Publisher
-from tests.bench.web import SseReader, frame_values, now_ms, rss_mb, stats
+from tests.bench.web import LOGIN, LoggedInBrowser, SseReader, frame_values, now_ms, rss_mb, stats
 from tests.browser import CHROMIUM, CHROMIUM_ARGS, READY_WEB, missing_browser
-from tests.conftest import Collector, start_broker, start_program, wait_subscribed
+from tests.conftest import Collector, make_web_login, start_broker, start_program, wait_subscribed
 
 NAME = "web-soak"
 DESCRIPTION = "web program RSS over minutes of streaming to /live and 10 SSE readers at 10 Hz"
@@ -53,22 +53,24 @@ def run(opts) -> dict[str, Any]:
     heap: list[tuple[float, float]] = []  # the /live page's JS heap, MB (Chrome's performance.memory)
     with tempfile.TemporaryDirectory(prefix="rigtel-soak-") as d:
         tmp = Path(d)
+        LOGIN["login"] = make_web_login(tmp)  # HTTPS with logins, as tests/bench/web.py
         broker = start_broker(tmp)
         programs = [broker.program]
         readers: list[SseReader] = []
         try:
-            web = start_program(["web", *broker.port_args(), "--set", f"database_path={tmp / 'rigtel.db'}",
-                                 "--set", f"data_dir={tmp}", "--set", "web_port=0",
+            web = start_program(["web", *broker.port_args(), *LOGIN["login"].args(),
+                                 "--set", f"database_path={tmp / 'rigtel.db'}",
+                                 "--set", f"data_dir={tmp}", "--set", "web_port=0", "--set", "web_http_port=-1",
                                  "--set", f"supervisor_socket={tmp / 'supervisor.sock'}"], tmp)
             programs.append(web)
-            port = int((lambda m: m.group(1) or m.group(2))(web.wait_for(READY_WEB)))
+            port = int(web.wait_for(READY_WEB).group(1))
             with sync_playwright() as p, Publisher("soak", settings=broker.settings()) as pub, \
                     Collector(["probe"], broker.settings()) as probe:
                 wait_subscribed(pub, probe)
                 browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
                 try:
-                    page = browser.new_page(viewport={"width": 1600, "height": 1000})
-                    page.goto(f"http://127.0.0.1:{port}/live")
+                    page = LoggedInBrowser(browser).new_page(viewport={"width": 1600, "height": 1000})
+                    page.goto(f"https://127.0.0.1:{port}/live")
                     readers = [SseReader(port, i) for i in range(STREAMS)]
                     for r in readers:
                         r.thread.start()
