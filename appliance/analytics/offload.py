@@ -80,7 +80,7 @@ class KpiRunner:
             cached = self._cached(key)  # the request we waited behind may have been for this range
             if cached is not None:
                 return cached
-            body = self._run_child(key, max(deadline - time.monotonic(), 1.0))
+            body = self._run_child(key, max(deadline - time.monotonic(), 0.05))
         finally:
             self._slot.release()
         if len(body) <= CACHE_MAX_BYTES:
