@@ -42,7 +42,8 @@ status: $(STAMP)
 	$(VENV)/bin/supervisorctl -c $(CONF) status
 
 stop: $(STAMP)
-	$(VENV)/bin/supervisorctl -c $(CONF) shutdown
+	@if test -S $(PREFIX)/run/rigtel/supervisor.sock; then $(VENV)/bin/supervisorctl -c $(CONF) shutdown; \
+	else echo "not running: nothing to stop"; fi
 
 config: $(STAMP)
 	$(PY) -m appliance config --config $(PREFIX)/etc/rigtel/appliance.ini

@@ -61,9 +61,55 @@ def settings_options() -> argparse.ArgumentParser:
     return parent
 
 
+# The settings a command reads, by name prefix, for its --help; a command not named here
+# reads those starting with its own name ("logger" -> "logger_"). A setting is listed under
+# the commands with the longest prefix it matches (wits0_out_port under wits0-out, not wits0;
+# backup_dir under both backup and maintenance).
+SETTING_PREFIXES: dict[str, tuple[str, ...]] = {
+    "broker": ("broker_", "bus_"),
+    "simulate": ("simulator_",),
+    "web": ("web_", "tls_", "users_file"),
+    "maintenance": ("maintenance_", "backup_", "retention_", "disk_"),
+    "source": ("data_source",),
+}
+
+
+def command_settings(command: str) -> list:
+    """The settings listed under `rigtel COMMAND --help`."""
+    from appliance.config import SETTINGS
+
+    prefixes = {name: SETTING_PREFIXES.get(name, (name.replace("-", "_") + "_",)) for name in COMMANDS}
+
+    def owners(setting_name: str) -> set[str]:
+        matches = [(len(p), name) for name, ps in prefixes.items() for p in ps if setting_name.startswith(p)]
+        longest = max((n for n, _ in matches), default=0)
+        return {name for n, name in matches if n == longest}
+
+    return [s for s in SETTINGS if command in owners(s.name)]
+
+
+def settings_epilog(command: str) -> str | None:
+    import textwrap
+
+    rows = command_settings(command)
+    if not rows:
+        return None
+    lines = ["settings it reads (--set NAME=VALUE, the settings file or RIGTEL_<NAME>;",
+             "README.md lists every setting, `rigtel config` their values):"]
+    for s in rows:
+        lines.append(f"  {s.name} = {'********' if s.secret and s.default else s.default}")
+        lines += textwrap.wrap(s.help, 78, initial_indent="      ", subsequent_indent="      ")
+    return "\n".join(lines)
+
+
 def settings_parser(prog: str, description: str) -> argparse.ArgumentParser:
-    """An argument parser with the options every program takes: --config and --set."""
-    return argparse.ArgumentParser(prog=f"rigtel {prog}", description=description, parents=[settings_options()])
+    """An argument parser with the options every program takes: --config and --set; its
+    --help lists the settings the program reads."""
+    import textwrap
+
+    return argparse.ArgumentParser(prog=f"rigtel {prog}", description=textwrap.fill(description, 79),
+                                   epilog=settings_epilog(prog), parents=[settings_options()],
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
 
 
 def load_settings(args: argparse.Namespace, extra: dict[str, str] | None = None) -> Config:
@@ -92,8 +138,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not argv or argv[0] in ("-h", "--help", "help"):
         print(f"usage: rigtel COMMAND [options]   (rigtel COMMAND --help for its options)\n\n"
               f"Drilling telemetry appliance {__version__}.\n\ncommands:")
+        width = max(map(len, COMMANDS))
         for name, (_, help_text) in COMMANDS.items():
-            print(f"  {name:<12} {help_text}")
+            print(f"  {name:<{width}}  {help_text}")
         return 0 if argv else 2
     if argv[0] == "--version":
         print(__version__)

@@ -442,6 +442,7 @@ class Config:
     values: dict[str, Any]
     sources: dict[str, str]
     table: tuple[Setting, ...] = field(default=SETTINGS, repr=False)
+    files: tuple[str, ...] = ()  # the settings and .env files read, as "kind path"
 
     def __getattr__(self, name: str) -> Any:
         try:
@@ -528,7 +529,9 @@ def load(
     path = config_file or env.get("RIGTEL_CONFIG")
     explicit = path is not None
     path = path or DEFAULT_CONFIG_FILE
+    files: list[str] = []
     if explicit or os.path.exists(path):
+        files.append(f"settings file {path}")
         parser = configparser.ConfigParser(interpolation=None, default_section="__no_defaults__")
         parser.optionxform = str  # keep case so a mistyped key is reported as written
         try:
@@ -553,6 +556,7 @@ def load(
     if dotenv_path is None and os.path.exists(".env"):
         dotenv_path = ".env"
     if dotenv_path:
+        files.append(f".env file {dotenv_path}")
         try:
             pairs = read_dotenv(dotenv_path)
         except OSError as e:
@@ -591,11 +595,14 @@ def load(
         except ValueError as e:
             shown = "********" if s.secret else repr(text)
             raise ConfigError(f"setting {s.name} = {shown} (from {source}): {e}") from None
-    return Config(values, {name: src for name, (_, src) in raw.items()}, table)
+    return Config(values, {name: src for name, (_, src) in raw.items()}, table, tuple(files))
 
 
 def _did_you_mean(key: str, known: Iterable[str]) -> str:
     import difflib
 
-    close = difflib.get_close_matches(key, list(known), n=1, cutoff=0.75)
-    return f" (did you mean {close[0]!r}?)" if close else "; `rigtel config` lists every setting"
+    known = list(known)
+    same = [k for k in known if k.lower() == key.lower()]  # RIGTEL_rig_id for RIGTEL_RIG_ID
+    close = same or difflib.get_close_matches(key, known, n=1, cutoff=0.75)
+    return (f" (did you mean {close[0]!r}?)" if close
+            else "; every setting is in README.md (Settings), and `rigtel config` lists them")

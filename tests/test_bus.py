@@ -12,7 +12,7 @@ import zmq
 
 from appliance.bus import Publisher
 from appliance.bus.envelope import encode
-from tests.conftest import Collector, start_broker, start_program, wait_subscribed
+from tests.conftest import Collector, settings_for, start_broker, start_program, wait_subscribed
 
 
 def test_many_publishers_and_subscribers_receive_everything_in_order(broker):
@@ -190,6 +190,18 @@ def test_publisher_refuses_what_the_bus_cannot_carry(tmp_path):
             pub.publish_batch("drilling", [(1_764_449_520_000.5, {"SPPA": 1.0})])
         with pytest.raises(ValueError, match="whole epoch milliseconds"):
             pub.publish("drilling", {"SPPA": 1.0}, ts=-1)
+        with pytest.raises(ValueError, match="frame 1: data must be a dict, not list"):
+            pub.publish_batch("drilling", [(1, {"SPPA": 1.0}), (2, [1.0])])  # type: ignore[list-item]
+        for bad_ts in (True, -1, 2**53, "1"):
+            with pytest.raises(ValueError, match="frame 1: ts must be whole epoch milliseconds"):
+                pub.publish_batch("drilling", [(1, {}), (bad_ts, {})])  # type: ignore[list-item]
+        with pytest.raises(ValueError, match="frame 0: data must be a dict"):
+            pub.publish_batch("drilling", [(1, "x"), 5])  # type: ignore[list-item]
+        # what the quick check does not vouch for, the careful one still accepts
+        import collections
+        import enum
+        Ms = enum.IntEnum("Ms", {"T": 1_764_449_520_000})
+        assert pub.publish_batch("other", [(Ms.T, collections.OrderedDict(SPPA=1.0))]) == 1
         # nothing was sent, so the sequence did not advance
         assert pub.publish("drilling", {"SPPA": 1.0}) == 1
 
@@ -251,6 +263,44 @@ def test_logger_summarises_traffic_and_reports_gaps_and_alerts_in_full(broker, t
     raw.close()
     assert logger.stop() == 0
     assert "stopped" in logger.output
+
+
+def test_the_logger_counts_from_each_head_what_a_full_decode_counts(tmp_path, monkeypatch):
+    """The logger reads only data messages' heads (it must keep up with any burst); its
+    counts, gaps, restarts and rejections are those of decoding every message in full."""
+    from appliance.ops import logger as module
+    from appliance.ops.logger import BusLogger
+
+    messages = [[b"probe", encode("rig-1.t", "boot1", 1, 1, data={})]]
+    for seq in (1, 2, 5, 6, 4):  # a gap of two, then 4 late
+        messages.append([b"drilling", encode("rig-1.t", "boot1", seq, 10 * seq, data={"DMEA": 1.0 * seq})])
+    messages.append([b"drilling", encode("rig-1.t", "boot2", 1, 70, batch=[(i, {"HKLA": 1.5}) for i in range(100)])])
+    messages.append([b"drilling", encode("rig-2.w", "b", 3, 80, batch=[(1, {"x": {"nested": 1}}), (2, {})])])
+    messages.append([b"drilling", b"garbage"])
+    messages.append([b"alert", encode("rig-1.t", "boot1", 1, 1, data={"kind": "kick"})])
+
+    def counted(**patch):
+        for name, value in patch.items():
+            monkeypatch.setattr(module, name, value)
+        seen: list[str] = []
+        bus_logger = BusLogger(settings_for(tmp_path, {}))
+        bus_logger.on_gap = lambda gap: seen.append(f"gap {gap.first_missing}..{gap.last_missing}")
+        bus_logger.on_restart = lambda env: seen.append(f"restart {env.boot}")
+        for parts in messages:
+            bus_logger.handle(parts)
+        t = bus_logger.tracker
+        return (dict(bus_logger.stats), dict(bus_logger.messages), dict(bus_logger.frames),
+                {k: sorted(v) for k, v in bus_logger.sources.items()}, dict(bus_logger.last_seq),
+                (t.gaps, t.lost, t.restarts, t.late), seen)
+
+    heads = []
+    real_peek = module.peek
+    by_heads = counted(peek=lambda *a: heads.append(real_peek(*a)) or heads[-1])
+    assert sum(h is not None for h in heads) == 8  # all but the nested batch and the garbage
+    in_full = counted(peek=lambda *a: None)
+    assert by_heads == in_full
+    assert in_full[2] == {"probe": 1, "drilling": 5 + 100 + 2, "alert": 1}
+    assert in_full[5][:2] == (1, 2) and in_full[6] == ["gap 3..4", "restart boot2"]
 
 
 def wait_raw_connected(raw: zmq.Socket, collector: Collector, timeout: float = 20) -> None:

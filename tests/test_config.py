@@ -103,11 +103,46 @@ def test_rigtel_config_prints_every_setting_with_its_source(tmp_path):
     env["RIGTEL_RIG_ID"] = "rig-42"
     out = subprocess.run([sys.executable, "-m", "appliance", "config", "--set", "log_level=DEBUG"],
                          cwd=tmp_path, env=env, capture_output=True, text=True, check=True).stdout
-    lines = {line.split("=")[0].strip(): line for line in out.splitlines()}
+    first, *rest = out.splitlines()
+    # clean_env names an (empty) settings file in RIGTEL_CONFIG: it says it read it
+    assert first == f"# read: settings file {tmp_path / 'empty.ini'}"
+    lines = {line.split("=")[0].strip(): line for line in rest}
     assert set(lines) == {s.name for s in SETTINGS}
     assert re.search(r"rig_id\s+= rig-42\s+# environment RIGTEL_RIG_ID", lines["rig_id"])
     assert lines["log_level"].endswith("# command line")
     assert lines["web_port"].endswith("# default")
+
+
+def test_rigtel_config_says_when_no_settings_file_was_read(tmp_path):
+    if Path("/etc/rigtel/appliance.ini").exists():
+        pytest.skip("an appliance is installed here: its settings file would be read")
+    env = clean_env(tmp_path)
+    del env["RIGTEL_CONFIG"]
+    out = subprocess.run([sys.executable, "-m", "appliance", "config"], cwd=tmp_path, env=env,
+                         capture_output=True, text=True, check=True).stdout
+    assert out.startswith("# no settings file (/etc/rigtel/appliance.ini does not exist")
+
+
+@pytest.mark.parametrize("command, settings", [
+    ("logger", ["logger_summary_s"]),
+    ("broker", ["broker_frontend_port", "bus_receive_hwm"]),
+    ("wits0", ["wits0_port"]),
+])
+def test_a_programs_help_lists_the_settings_it_reads(tmp_path, command, settings):
+    out = subprocess.run([sys.executable, "-m", "appliance", command, "--help"], cwd=tmp_path,
+                         env=clean_env(tmp_path), capture_output=True, text=True, check=True).stdout
+    listed = re.findall(r"^  (\w+) = ", out, re.M)
+    assert set(settings) <= set(listed)
+    assert not [name for name in listed if name.startswith("wits0_out_")]  # wits0-out's, not wits0's
+
+
+def test_a_setting_in_the_wrong_case_is_named_rightly(tmp_path):
+    env = clean_env(tmp_path)
+    env["RIGTEL_rig_id"] = "x"
+    run = subprocess.run([sys.executable, "-m", "appliance", "config"], cwd=tmp_path, env=env,
+                         capture_output=True, text=True, timeout=30)
+    assert run.returncode == 2
+    assert "unknown setting 'RIGTEL_rig_id' (did you mean 'RIGTEL_RIG_ID'?)" in run.stderr
 
 
 def test_a_bad_setting_stops_a_program_with_exit_2_and_a_readable_message(tmp_path):

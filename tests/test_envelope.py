@@ -7,7 +7,7 @@ import math
 import orjson
 import pytest
 
-from appliance.bus.envelope import Rejected, check_finite, decode, encode
+from appliance.bus.envelope import Rejected, check_finite, decode, encode, peek
 from appliance.bus.sequence import SequenceTracker, Verdict
 from appliance.channels import BY_WITS, CATALOGUE, check_value
 
@@ -113,6 +113,129 @@ def test_the_common_envelope_takes_the_fast_path(payload, monkeypatch):
     monkeypatch.setattr(module, "_decode_plain", spy)
     decode(b"drilling", payload, LIMIT)
     assert taken == [True]
+
+
+def read_in_full(topic: bytes, payload: bytes, limit: int = LIMIT):
+    """What decode() makes of a message, in peek()'s terms."""
+    env = decode(topic, payload, limit)
+    return (env.topic, env.src, env.boot, env.seq, env.ts, len(env.frames), env.size)
+
+
+@pytest.mark.parametrize("topic, payload", [
+    (b"drilling", encode("rig-1.sim", "5f0c2a9e", 42, 1_764_449_520_123, data={"DMEA": 5012.4, "RPMA": 120})),
+    (b"drilling", encode("s", "b", 2**63 - 1, 2**53 - 1, data={})),
+    (b"sys.stats", encode("rig-1.brøker", "bööt", 1, 0, data={"note": "{\"data\":{", "n": None, "ok": True})),
+    (b"drilling", encode("s", "b", 7, 2000, batch=[(1000, {"HKLA": 200.5})])),
+    (b"drilling", encode("s", "b", 7, 2000, batch=[(1000 + i, {"HKLA": 200.0 + i, "x": "y"}) for i in range(100)])),
+    (b"drilling", encode("s", "b", 7, 2000, batch=[(1, {}), (2, {})])),
+])
+def test_peek_reads_what_decode_reads(topic, payload):
+    assert tuple(peek(topic, payload, LIMIT)) == read_in_full(topic, payload)
+
+
+@pytest.mark.parametrize("topic, payload", [
+    (b"d", b' {"v":1,"src":"a","boot":"b","seq":1,"ts":1,"data":{"x":1}}'),  # not encode()'s layout
+    (b"d", b'{"v":1,"boot":"b","src":"a","seq":1,"ts":1,"data":{"x":1}}'),
+    (b"d", b'{"v":1,"src":"a\\"b","boot":"b","seq":1,"ts":1,"data":{"x":1}}'),  # an escape
+    (b"d", b'{"v":1,"src":"","boot":"b","seq":1,"ts":1,"data":{"x":1}}'),  # empty src
+    (b"d", b'{"v":1,"src":"\xff","boot":"b","seq":1,"ts":1,"data":{"x":1}}'),  # not UTF-8
+    (b"\xc3", envelope()),  # topic not UTF-8
+    (b"d", envelope(seq=0)),
+    (b"d", envelope(seq=2**63)),
+    (b"d", envelope(ts=2**53)),
+    (b"d", envelope()[:-1]),  # cut short
+    (b"d", encode("s", "b", 1, 1, batch=[(1, {"x": 1}), (2, {"x": 2})])[:-1]),
+    (b"d", encode("s", "b", 1, 1, batch=[(1, {"x": [1, 2]})])),  # a list inside a frame
+    (b"d", encode("s", "b", 1, 1, batch=[(1, {"x": {"y": 1}}), (2, {})])),  # nested data
+    (b"d", encode("s", "b", 1, 1, batch=[(1, {"x": "{"})])),  # a brace inside a string
+    (b"d", b'{"v":1,"src":"a","boot":"b","seq":1,"ts":1,"batch":[{"ts":1,"data":{}}],"data":{}}'),
+    (b"d", b'{"v":2,"src":"a","boot":"b","seq":1,"ts":1,"data":{"x":1}}'),
+    (b"d", b'{"v":1,"src":"a\nb","boot":"b","seq":1,"ts":1,"data":{"x":1}}'),  # a raw control character
+    (b"d", b'{"v":1,"src":"a","boot":"b","seq":01,"ts":1,"data":{"x":1}}'),  # leading zeros
+    (b"d", b'{"v":1,"src":"a","boot":"b","seq":1,"ts":00,"data":{"x":1}}'),
+    (b"d", b'{"v":1,"src":"a","boot":"b","seq":1,"ts":1,"data":{"x":[1]}}'),
+    (b"d", b'{"v":1,"src":"a","boot":"b","seq":1,"ts":1,"data":{"x":{}}}'),
+    (b"d", b'{"v":1,"src":"a","boot":"b","seq":1,"ts":1,"data":{}}}}'),  # trailing garbage
+    # keys after the data: orjson keeps the last of a repeated key
+    (b"d", b'{"v":1,"src":"a","boot":"b","seq":1,"ts":1,"data":{},"seq":7,"src":"evil","data":{}}'),
+    (b"d", b'{"v":1,"src":"a","boot":"b","seq":1,"ts":1,"data":{},"batch":[{"ts":1,"data":{}}],"y":{}}'),
+    # objects nested in frames, some shaped like frames: their braces would be miscounted
+    (b"d", encode("s", "b", 1, 1, batch=[(1, {"ev": {"ts": 5, "k": 1}, "meta": {"unit": "ft"}})])),
+    (b"d", encode("s", "b", 1, 1, batch=[(1, {"x": {"y": 1}}), (2, {"x": {"ts": 1}})])),
+    (b"d", encode("s", "b", 1, 1, batch=[(1, {"x": {"ts": 1, "data": {}}})])),
+])
+def test_peek_leaves_anything_else_to_the_full_checks(topic, payload):
+    assert peek(topic, payload, LIMIT) is None
+
+
+def test_peek_enforces_the_size_limit():
+    payload = envelope()
+    assert peek(b"d", payload, len(payload) + 1) is not None
+    assert peek(b"d", payload, len(payload)) is None
+
+
+def test_peek_agrees_with_decode_on_mutated_messages():
+    """A differential fuzz: wherever peek vouches for a message that decode accepts, they
+    read the same; peek may pass a broken body (its users do not read it), never misread.
+    Messages are mutated byte by byte and also put together from odd parts: numbers
+    written otherwise, escapes and control characters, nested and frame-shaped data,
+    keys repeated after the data (orjson keeps the last)."""
+    import random
+
+    rnd = random.Random(7)
+    bases = [encode("rig-1.sim", "b1", 12, 1_764_449_520_123, data={"DMEA": 5012.4, "SPPA": 3150.0}),
+             encode("s", "b", 3, 2000, batch=[(1000 + i, {"HKLA": 200.0 + i}) for i in range(5)])]
+    alphabet = b'{}[]":,0123456789-.etsadbch\\ '
+    numbers = [b"1", b"7", b"0", b"01", b"00", b"-1", b"1e3", b"1.0", b"9223372036854775807"]
+    texts = [b'"a"', b'"b"', b'"evil"', b'""', b'"a\nb"', b'"\\u0061"']
+    datas = [b"{}", b'{"x":1}', b"5", b'{"s":"{"}', b'{"a":[1]}', b'{"x":{"y":1}}', b'{"x":{"ts":1}}',
+             b'{"e":{"ts":5},"m":{"u":1}}', b'{"x":{"ts":1,"data":{}}}']
+
+    def frame() -> bytes:
+        return b'{"ts":' + rnd.choice(numbers) + b',"data":' + rnd.choice(datas) + b"}"
+
+    def body() -> bytes:
+        if rnd.random() < 0.5:
+            return b'"data":' + rnd.choice(datas)
+        return b'"batch":[' + b",".join(frame() for _ in range(rnd.randint(1, 3))) + b"]"
+
+    def assembled() -> bytes:
+        p = (b'{"v":1,"src":' + rnd.choice(texts) + b',"boot":' + rnd.choice(texts) + b',"seq":'
+             + rnd.choice(numbers) + b',"ts":' + rnd.choice(numbers) + b"," + body())
+        for _ in range(rnd.choice((0, 0, 1, 2))):
+            key = rnd.choice((b"src", b"seq", b"ts", b"data", b"batch", b"y"))
+            value = (body()[len(key) + 3:] if key in (b"data", b"batch") else
+                     rnd.choice(texts) if key == b"src" else rnd.choice(numbers + datas))
+            p += b',"' + key + b'":' + value
+        return p + b"}"
+
+    def mutated() -> bytes:
+        p = bytearray(rnd.choice(bases))
+        for _ in range(rnd.randint(1, 3)):
+            i = rnd.randrange(len(p))
+            op = rnd.random()
+            if op < 0.4:
+                p[i] = rnd.choice(alphabet)
+            elif op < 0.7:
+                p.insert(i, rnd.choice(alphabet))
+            else:
+                del p[i]
+        return bytes(p)
+
+    vouched = compared = 0
+    for i in range(60_000):
+        payload = mutated() if i % 2 else assembled()
+        head = peek(b"drilling", payload, LIMIT)
+        if head is None:
+            continue
+        vouched += 1
+        try:
+            full = read_in_full(b"drilling", payload)
+        except Rejected:
+            continue
+        compared += 1
+        assert tuple(head) == full, payload
+    assert vouched > 1000 and compared > 1000  # the fuzz reached both outcomes
 
 
 def test_size_and_topic_checks():

@@ -172,4 +172,51 @@ def test_make_run_refuses_busy_ports_with_instructions(tmp_path):
     finally:
         holder.close()
     assert run.returncode == 1
-    assert f"port(s) {port}" in run.stderr and "ss -ltnp" in run.stderr
+    assert f"127.0.0.1:{port} (broker_frontend_port) already in use" in run.stderr
+    assert f":({port})" in run.stderr and "ss -ltnp" in run.stderr
+
+
+@pytest.mark.parametrize("signum", [signal.SIGHUP, signal.SIGINT])
+def test_closing_the_terminal_stops_make_run_like_ctrl_c(tmp_path, signum):
+    """supervisord takes SIGHUP as "reload": run in the terminal's session, a closed
+    terminal restarted every program and left them running. `rigtel dev` keeps it in a
+    session of its own and turns SIGHUP, like Ctrl-C, into a clean shutdown."""
+    started = tmp_path / "started"
+    program = f"import pathlib, time; pathlib.Path({str(started)!r}).open('a').write('x'); time.sleep(600)"
+    conf = tmp_path / "supervisord.conf"
+    conf.write_text(f"""[supervisord]
+logfile = {tmp_path}/supervisord.log
+pidfile = {tmp_path}/supervisord.pid
+
+[unix_http_server]
+file = {tmp_path}/supervisor.sock
+
+[rpcinterface:supervisor]
+supervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface
+
+[supervisorctl]
+serverurl = unix://{tmp_path}/supervisor.sock
+
+[program:sleeper]
+command = {sys.executable} -c "{program}"
+startsecs = 0
+stopwaitsecs = 5
+""")
+    supervisord = str(Path(sys.executable).parent / "supervisord")
+    parent = subprocess.Popen([sys.executable, "-c", "import sys; from appliance.ops.dev import supervise; "
+                               f"sys.exit(supervise([{supervisord!r}, '-n', '-c', {str(conf)!r}]))"],
+                              env=clean_env(tmp_path))
+    try:
+        wait_until(lambda: started.exists() and states(conf).get("sleeper", ("",))[0] == "RUNNING", 30,
+                   "the program running under supervisord")
+        supervisord_pid = int((tmp_path / "supervisord.pid").read_text())
+        parent.send_signal(signum)
+        assert parent.wait(30) == 0
+        with pytest.raises(ProcessLookupError):
+            os.kill(supervisord_pid, 0)  # supervisord is gone, not reloading
+        assert started.read_text() == "x"  # the program was not started again
+        assert "received SIGTERM indicating exit request" in (tmp_path / "supervisord.log").read_text()
+    finally:
+        if parent.poll() is None:
+            parent.kill()
+        subprocess.run(["pkill", "-f", str(conf)], check=False)

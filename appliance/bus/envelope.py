@@ -19,6 +19,7 @@ times faster than with the standard library (261k against 27k per second).
 from __future__ import annotations
 
 import math
+import re
 from typing import Any, Iterable, NamedTuple
 
 import orjson
@@ -173,6 +174,76 @@ def decode(topic: bytes, payload: bytes, max_bytes: int) -> Envelope:
         _check_depth(data, "data")
         frames_t = (Frame(ts, data),)
     return Envelope(topic_text, src, boot, seq, ts, frames_t, size)
+
+
+# The start of an envelope as encode() writes it, up to its data's opening brace or its
+# batch's bracket. Readers that need only who sent a message, its number and how many
+# frames it holds (the broker's statistics, the logger) read them here rather than parse
+# the whole message: a 100-frame batch is ~30 kB of JSON, which orjson.loads takes about
+# five times as long to parse as peek() takes to read and count. Anything else — escapes
+# or control characters in the ids, numbers written otherwise — is decoded in full.
+HEAD = re.compile(rb'\{"v":1,"src":"([^"\\\x00-\x1f]+)","boot":"([^"\\\x00-\x1f]+)",'
+                  rb'"seq":([1-9]\d{0,18}),"ts":(0|[1-9]\d{0,15}),"(data":\{|batch":\[)')
+
+
+class Head(NamedTuple):
+    """What peek() reads of a message: its envelope's fields, and its frames counted, not read."""
+
+    topic: str
+    src: str
+    boot: str
+    seq: int
+    ts: int
+    frames: int
+    size: int
+
+
+def peek(topic: bytes, payload: bytes, max_bytes: int) -> Head | None:
+    """The head of a message as encode() writes it, without reading its frames.
+
+    None for anything peek cannot vouch for from the text alone — another layout, a topic
+    not in UTF-8, numbers out of range, frame data holding objects or lists, anything after
+    the data or the batch, a message cut short or over `max_bytes` — which decode() then
+    checks in full. The values inside a frame are not checked: whether they are usable is
+    for the program that uses them to judge (the saver rejects and stores what is not).
+    """
+    size = len(topic) + len(payload)
+    if size > max_bytes:
+        return None
+    m = HEAD.match(payload)
+    if m is None:
+        return None
+    seq, ts = int(m[3]), int(m[4])
+    if not (seq <= MAX_SEQ and ts < MAX_TS):
+        return None
+    body = m.end()
+    if payload.find(b"[", body) >= 0:
+        return None  # a list inside the frame data (or the batch's items)
+    if m[5] == b'data":{':
+        # one frame of plain values: the first '}' after its brace closes it and is followed
+        # only by the envelope's (no nested object, no key after the data)
+        if payload.find(b"}", body) != len(payload) - 2 or not payload.endswith(b"}"):
+            return None
+        frames = 1
+    else:
+        # '[{"ts":..,"data":{..}},{"ts":..}]}': '},{"ts":' can stand only between two items
+        # (a quote inside a string is escaped, and there is no other list), and with two
+        # braces per item and one for the envelope, no item holds a nested object
+        if not payload.endswith(b"}}]}"):
+            return None
+        frames = payload.count(b'},{"ts":') + 1
+        if payload.count(b"{") != 1 + 2 * frames:
+            return None
+    text = _topic_texts.get(topic)
+    if text is None:
+        try:
+            text = _topic_text(topic)
+        except Rejected:
+            return None
+    try:
+        return _new(Head, (text, m[1].decode("utf-8"), m[2].decode("utf-8"), seq, ts, frames, size))
+    except UnicodeDecodeError:
+        return None
 
 
 # NamedTuple's generated __new__ is a Python function; the fast path below builds the

@@ -12,11 +12,12 @@ instructions before, when every sample was decoded and counted in four Counters)
 
 from __future__ import annotations
 
-import re
 from collections import Counter
 from typing import Any
 
 import orjson
+
+from appliance.bus.envelope import HEAD, MAX_SEQ
 
 # Intervals a stream may go unseen before it is forgotten, each counted at the interval's
 # sampled fraction: when the tap read every message, unseen is silent; when it read one in
@@ -24,15 +25,10 @@ import orjson
 # restart its count at one. MAX_STREAMS bounds the table all the same (forged ids).
 FORGET_AFTER = 12
 MAX_STREAMS = 10_000
-MAX_SEQ = 2**63 - 1
 # More messages than this between two samples of a stream is a forged or corrupt seq (a
 # stream would need millions per second), counted as one rather than trusted: the totals
 # must stay within 64 bits for the statistics message to be written at all.
 MAX_JUMP = 10_000_000
-# The start of an envelope as appliance.bus.envelope.encode writes it: read the stream's
-# ids there instead of parsing the whole message (a 100-frame batch is ~40 kB of JSON).
-# Anything else, escaped strings included, is parsed in full.
-ENVELOPE_HEAD = re.compile(rb'\{"v":1,"src":"([^"\\]*)","boot":"([^"\\]*)","seq":(\d+)[,}]')
 
 
 class Tally:
@@ -62,7 +58,7 @@ class Tally:
                 self.malformed += 1
             return
         topic, payload = parts
-        head = ENVELOPE_HEAD.match(payload)
+        head = HEAD.match(payload)  # the stream's ids without parsing the whole message
         if head is not None:
             src, boot, seq = head[1], head[2], int(head[3])
         else:

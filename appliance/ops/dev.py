@@ -12,7 +12,6 @@ var/dev/etc/rigtel/dev-admin-password and printed at every start.
 from __future__ import annotations
 
 import argparse
-import os
 import secrets
 import socket
 import sys
@@ -126,18 +125,23 @@ def main(argv: Sequence[str]) -> int:
             return 1
         except OSError:
             sock.unlink()  # left over from a supervisord that was killed
-    busy = [p for p in (cfg.broker_frontend_port, cfg.broker_backend_port)
+    busy = [f"{cfg.bus_bind_host}:{p} ({name})"
+            for name, p in (("broker_frontend_port", cfg.broker_frontend_port),
+                            ("broker_backend_port", cfg.broker_backend_port))
             if port_in_use(cfg.bus_bind_host, p)]
-    busy += [p for p in (cfg.web_port, cfg.web_http_port) if p > 0 and port_in_use(cfg.web_host, p)]
+    busy += [f"{cfg.web_host}:{p} ({name})"
+             for name, p in (("web_port", cfg.web_port), ("web_http_port", cfg.web_http_port))
+             if p > 0 and port_in_use(cfg.web_host, p)]
     if busy:
-        print(f"rigtel dev: port(s) {', '.join(map(str, busy))} on {cfg.bus_bind_host} are already in "
-              f"use, so the appliance could not start. Find the owner with `ss -ltnp | grep -E "
-              f"':({'|'.join(map(str, busy))})'`, stop it, or choose other ports in {layout.config_file} "
-              f"(broker_frontend_port, broker_backend_port, web_port, web_http_port).", file=sys.stderr)
+        ports = "|".join(b.split(" ")[0].rsplit(":", 1)[1] for b in busy)
+        print(f"rigtel dev: {', '.join(busy)} already in use, so the appliance could not start. "
+              f"Find the owner with `ss -ltnp | grep -E ':({ports})\\b'`, stop it, or choose other "
+              f"ports in {layout.config_file}.", file=sys.stderr)
         return 1
     user, password = dev_login(cfg, layout)
 
     supervisorctl = f"{Path(sys.executable).parent / 'supervisorctl'} -c {conf}"
+    rigtel = Path(sys.executable).parent / "rigtel"
     wits0_out = ", wits0-out" if cfg.wits0_out_enabled else ""
     wits0_off = "" if cfg.wits0_out_enabled else (
         "\n             (wits0-out is off: set wits0_out_enabled = true in the settings, then make run again)")
@@ -145,16 +149,39 @@ def main(argv: Sequence[str]) -> int:
 Drilling telemetry appliance, development prefix {layout.root}
   dashboard: https://{cfg.web_host}:{cfg.web_port}/   (self-signed certificate: the browser warns once;
              http://{cfg.web_host}:{cfg.web_http_port}/ redirects there)
-  login:     {user} / {password}   (kept in {layout.etc_dir / DEV_PASSWORD_FILE}; more users: rigtel user add)
+  login:     {user} / {password}   (kept in {layout.etc_dir / DEV_PASSWORD_FILE})
   programs:  broker, saver, predictor, web, source ({cfg.data_source}), logger, maintenance{wits0_out} (supervisord, restarted when they exit){wits0_off}
   database:  {cfg.database_path}
   status:    make status     (or: {supervisorctl} status)
   logs:      {layout.log_dir}/<program>.log   e.g. tail -f {layout.log_dir}/logger.log
   settings:  {layout.config_file}   (make config shows the effective values)
-  stop:      Ctrl-C here, or make stop
+  commands:  export RIGTEL_CONFIG={layout.config_file}
+             then {rigtel} ... (user add NAME --role viewer, status, ...) and your own
+             Publisher/DataSubscriber scripts use this prefix's settings and ports
+  stop:      Ctrl-C here, or make stop (closing the terminal stops it too)
 """, flush=True)
     if args.no_start:
         return 0
-    supervisord = str(Path(sys.executable).parent / "supervisord")
-    os.execv(supervisord, [supervisord, "-n", "-c", str(conf)])
-    return 1  # not reached: execv replaces this process
+    return supervise([str(Path(sys.executable).parent / "supervisord"), "-n", "-c", str(conf)])
+
+
+def supervise(command: list[str]) -> int:
+    """Run supervisord in the foreground until it exits; Ctrl-C, SIGTERM and a closed
+    terminal (SIGHUP) all shut it down.
+
+    supervisord takes SIGHUP as "reload": had it the terminal, closing the terminal would
+    restart every program and leave them running. So it runs in a session of its own,
+    and this process turns each of those signals into its SIGTERM (a clean shutdown).
+    """
+    import signal
+    import subprocess
+
+    child = subprocess.Popen(command, start_new_session=True)
+
+    def shut_down(signum: int, frame: object) -> None:
+        if child.poll() is None:
+            child.send_signal(signal.SIGTERM)
+
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, shut_down)
+    return child.wait()

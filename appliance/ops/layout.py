@@ -90,7 +90,7 @@ def program_enabled(name: str, settings: "Config | None") -> bool:
 
 def programs_off(settings: "Config | None") -> dict[str, str]:
     """Optional programs these settings leave out: name -> why, as a technician reads it."""
-    return {name: f"off: {setting} = false (set it true and run the installer again to start it)"
+    return {name: f"off: {setting} = false (set it true, then run the installer again, or make run, to start it)"
             for name, setting in OPTIONAL_PROGRAMS.items() if not program_enabled(name, settings)}
 
 

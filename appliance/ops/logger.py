@@ -3,6 +3,15 @@
 At high rates one line per message is useless, so data topics are summarised every
 `logger_summary_s` seconds: messages and frames per second, sources, the last sequence
 number. Alerts, gaps, restarts and rejected messages are logged in full as they happen.
+
+The logger must keep up with any burst the bus carries, or it would queue the burst in
+memory and report gaps that are its own. So it reads only each data message's head —
+source, boot, sequence number, frames counted in the text (`envelope.peek`) — and decodes
+in full only the messages it prints (alerts, labels) and those peek cannot vouch for,
+which the full checks then accept or reject and log. A message with a well-formed head
+and a broken body is counted here, and rejected and stored by the saver, whose stream
+then shows the gap the logger does not. Reading the head of a 100-frame batch (~30 kB)
+takes a fifth of the time of decoding it, of a single frame half.
 """
 
 from __future__ import annotations
@@ -13,10 +22,10 @@ from typing import Sequence
 
 import orjson
 
-from appliance.bus.envelope import Envelope
+from appliance.bus.envelope import Envelope, peek
 from appliance.bus.heartbeat import Heartbeat
 from appliance.bus.publisher import Publisher
-from appliance.bus.sequence import Gap
+from appliance.bus.sequence import NEXT, Gap
 from appliance.bus.subscriber import Counts, DataSubscriber, Reject
 from appliance.config import Config
 
@@ -39,15 +48,36 @@ class BusLogger(DataSubscriber):
         self.last_seq: dict[str, int] = {}
         self.window_start = time.monotonic()
 
+    def handle(self, parts: list[bytes]) -> None:
+        head = peek(parts[0], parts[1], self.max_message_bytes) if len(parts) == 2 else None
+        if head is None or head.topic in IN_FULL or head.topic.startswith(IN_FULL_PREFIXES):
+            super().handle(parts)  # decoded and checked in full
+            return
+        topic, src, boot, seq, ts, frames, size = head
+        stats = self.stats
+        stats["messages"] += 1
+        stats["bytes"] += size
+        verdict, gap = self.tracker.observe(src, boot, topic, seq)
+        if verdict is not NEXT and not self._sequence(verdict, gap, Envelope(topic, src, boot, seq, ts, (), size)):
+            return
+        stats["frames"] += frames
+        self.count(topic, src, seq, frames)
+
     def on_envelope(self, env: Envelope) -> None:
         topic = env.topic
         if topic in IN_FULL or topic.startswith(IN_FULL_PREFIXES):
             for frame in env.frames:
                 log.warning("%s from %s: %s", topic, env.src, orjson.dumps(frame.data).decode())
+        self.count(topic, env.src, env.seq, len(env.frames))
+
+    def count(self, topic: str, src: str, seq: int, frames: int) -> None:
         self.messages[topic] += 1
-        self.frames[topic] += len(env.frames)
-        self.sources.setdefault(topic, set()).add(env.src)
-        self.last_seq[topic] = env.seq
+        self.frames[topic] += frames
+        sources = self.sources.get(topic)
+        if sources is None:
+            sources = self.sources[topic] = set()
+        sources.add(src)
+        self.last_seq[topic] = seq
 
     def on_gap(self, gap: Gap) -> None:
         log.warning("GAP: %d message(s) lost from %s on %r (seq %d..%d)",

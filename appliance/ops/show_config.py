@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Sequence
 
 from appliance.cli import load_settings, settings_parser
+from appliance.config import DEFAULT_CONFIG_FILE
 
 
 def main(argv: Sequence[str]) -> int:
@@ -12,6 +13,11 @@ def main(argv: Sequence[str]) -> int:
                                        "(default, file, env file, environment, command line).")
     args = parser.parse_args(argv)
     cfg = load_settings(args)
+    if cfg.files:
+        print(f"# read: {', '.join(cfg.files)}")
+    else:
+        print(f"# no settings file ({DEFAULT_CONFIG_FILE} does not exist; name one with --config FILE "
+              f"or RIGTEL_CONFIG) and no .env file: defaults and environment only")
     rows = cfg.describe()
     width = max(len(name) for name, _, _ in rows)
     for name, value, source in rows:

@@ -325,16 +325,14 @@ class FlowWatch:
         known = bool(used) or dev is not None
         kick = (flow_kick or pit_kick) if known else None
         signs = [s for s, on in (("flow out above flow in", flow_kick), ("pit gain", pit_kick)) if on]
-        kick_msg = ("Possible kick: " + " and ".join(signs) if signs else "Kick signs gone")
-        if dev is not None:
-            kick_msg += f"; pit {dev:+.1f} bbl vs baseline"
+        # rounded first (+ 0.0 turns -0.0 into 0.0): -0.04 would read "-0.0" while the pit rises
+        pit_text = "" if dev is None else f"; pit {round(dev, 1) + 0.0:+.1f} bbl vs baseline"
+        kick_msg = ("Possible kick: " + " and ".join(signs) if signs else "Kick signs gone") + pit_text
         # a loss seen by the flow meters needs the pumps on; the pit sees it either way
         loss_known = known and (inp.pumps_on is not False or dev is not None)
         loss = (flow_loss and inp.pumps_on is not False) or pit_loss
         lsigns = [s for s, on in (("returns below flow in", flow_loss), ("pit loss", pit_loss)) if on]
-        loss_msg = ("Lost circulation: " + " and ".join(lsigns) if lsigns else "Loss signs gone")
-        if dev is not None:
-            loss_msg += f"; pit {dev:+.1f} bbl vs baseline"
+        loss_msg = ("Lost circulation: " + " and ".join(lsigns) if lsigns else "Loss signs gone") + pit_text
         self.hold = bool(kick or loss)
         return [
             Condition("kick", "kick", kick, "critical", kick_msg, {**common, "by_flow": flow_kick, "by_pit": pit_kick},
