@@ -286,3 +286,25 @@ def test_a_failed_task_is_named_in_waitress_log_line():
         wrapped.service()
     assert wrapped.task is None
     assert repr(wrapped) == "<channel 42>"
+
+
+def test_tracemalloc_snapshots_only_when_python_traces(tmp_path):
+    """server.TraceDumps: the memory-debugging snapshots exist only under PYTHONTRACEMALLOC
+    (tracemalloc tracing), never otherwise."""
+    import tracemalloc
+
+    from appliance.web.server import TraceDumps
+
+    off = TraceDumps(str(tmp_path / "off"))
+    off.next = 0.0
+    off.tick()
+    assert not (tmp_path / "off").exists()
+    tracemalloc.start()
+    try:
+        on = TraceDumps(str(tmp_path / "on"))
+        on.next = 0.0
+        on.tick()
+    finally:
+        tracemalloc.stop()
+    (dump,) = (tmp_path / "on").iterdir()
+    assert dump.name.endswith(".tracemalloc") and tracemalloc.Snapshot.load(str(dump)).traces
