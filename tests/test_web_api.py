@@ -239,6 +239,37 @@ def test_the_live_hub_takes_only_its_own_topics(tmp_path):
     assert s.drain()[0] == [(T0, {"DMEA": 5000.0})]
 
 
+def test_a_stalled_live_stream_holds_at_most_its_byte_bound(tmp_path):
+    """A browser that stops reading is skipped forward: what its queue holds is bounded in
+    bytes (measured with tracemalloc), the newest frames are kept in order, the rest counted."""
+    import tracemalloc
+
+    from appliance.bus.envelope import Envelope, Frame
+    from appliance.web.hub import QUEUE_BYTES, LiveHub
+
+    hub = LiveHub(settings_for(tmp_path, {}), max_streams=3)
+    stalled, some = hub.open(None), hub.open(frozenset({"C000", "C001"}))
+    names = [f"C{i:03d}" for i in range(20)]
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for n in range(10_000):  # 100 s at 100 Hz, 20 channels
+            ts = T0 + n * 10
+            hub.on_envelope(Envelope("drilling", "x", "b", n + 1, ts,
+                                     (Frame(ts, {c: n + i / 100 for i, c in enumerate(names)}),), 10))
+        held = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert held < min(QUEUE_BYTES * 2 + 100_000, 1_200_000), held  # both streams, with the hub's own state
+    frames, _ = stalled.drain()
+    assert 300 < len(frames) < 1000 and stalled.skipped == 10_000 - len(frames)
+    assert [ts for ts, _ in frames] == [T0 + n * 10 for n in range(10_000 - len(frames), 10_000)]
+    assert frames[-1][1]["C019"] == 9999 + 0.19
+    kept, _ = some.drain()
+    assert kept[-1] == (T0 + 99_990, {"C000": 9999.0, "C001": 9999.01}) and some.skipped == 10_000 - len(kept)
+    assert stalled.drain()[0] == [] and stalled.queued_bytes == 0
+
+
 def test_idle_web_threads_hold_no_finished_connection():
     """waitress's workers keep their last task (the connection: request, buffers) while they
     wait; server.task_dispatcher's hand-over lets it go. Served by every thread in turn, then
@@ -297,3 +328,25 @@ def test_a_failed_task_is_named_in_waitress_log_line():
         wrapped.service()
     assert wrapped.task is None
     assert repr(wrapped) == "<channel 42>"
+
+
+def test_tracemalloc_snapshots_only_when_python_traces(tmp_path):
+    """server.TraceDumps: the memory-debugging snapshots exist only under PYTHONTRACEMALLOC
+    (tracemalloc tracing), never otherwise."""
+    import tracemalloc
+
+    from appliance.web.server import TraceDumps
+
+    off = TraceDumps(str(tmp_path / "off"))
+    off.next = 0.0
+    off.tick()
+    assert not (tmp_path / "off").exists()
+    tracemalloc.start()
+    try:
+        on = TraceDumps(str(tmp_path / "on"))
+        on.next = 0.0
+        on.tick()
+    finally:
+        tracemalloc.stop()
+    (dump,) = (tmp_path / "on").iterdir()
+    assert dump.name.endswith(".tracemalloc") and tracemalloc.Snapshot.load(str(dump)).traces
