@@ -68,7 +68,7 @@ def settings_options() -> argparse.ArgumentParser:
 SETTING_PREFIXES: dict[str, tuple[str, ...]] = {
     "broker": ("broker_", "bus_"),
     "simulate": ("simulator_",),
-    "web": ("web_", "tls_", "users_file"),
+    "web": ("web_", "tls_", "users_file", "kpis_"),
     "maintenance": ("maintenance_", "backup_", "retention_", "disk_"),
     "source": ("data_source",),
 }

@@ -275,6 +275,9 @@ SETTINGS: tuple[Setting, ...] = (
             "Live streams served at once; more are answered 503 with Retry-After (keep below web_threads)."),
     Setting("web_stream_hz", _float_range(0.2, 50), "20",
             "Most live updates per second sent to each browser (frames in between are coalesced)."),
+    Setting("kpis_timeout_s", _float_range(5, 3600), "120",
+            "Seconds the Analytics KPIs of one range may take (computed in a child process) before it is "
+            "stopped and the request answered 504."),
     Setting("web_root", _text, "",
             "Folder with the dashboard's templates/ and static/ (empty: webroot/ beside the package)."),
     Setting("supervisor_socket", _text, "/run/rigtel/supervisor.sock",

@@ -417,3 +417,7 @@ def test_stale_state_shows_when_the_simulator_stops(stack, page):
     page.wait_for_function("() => document.getElementById('stale-banner').textContent.startsWith('LINK LOST')")
     assert page.get_attribute("#stale-banner", "data-state") == "lost"
     screenshot(page, "live-lost")
+    # the page keeps trying to reconnect to the server this test stopped: Chromium logs each
+    # refused attempt as a console error, expected here (whether one falls before the page
+    # closes is a matter of timing); any other error still fails the test
+    page.watched.errors[:] = [e for e in page.watched.errors if "ERR_CONNECTION_REFUSED" not in e]

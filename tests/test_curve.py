@@ -88,4 +88,36 @@ def test_remote_publishers_without_broker_keys_stop_the_broker_with_instructions
                             "--set", "bus_remote_host=127.0.0.1", "--set", "bus_remote_port=0",
                             "--set", f"bus_keys_dir={tmp_path / 'none'}"], tmp_path)
     assert broker.proc.wait(30) == 1
-    assert "rigtel keys broker" in broker.output
+    broker.wait_for("rigtel keys broker")  # the output thread may not have read it yet
+
+
+
+def test_wait_connected_for_a_remote_publisher(curve_broker, tmp_path):
+    """A remote publisher has no route to the backend by itself: wait_connected() says so
+    rather than guess from the handshake. Given `backend=` it makes the full round trip, and
+    what follows arrives from the first message on."""
+    broker, m, keys = curve_broker
+    local = settings_for(tmp_path, {"broker_frontend_port": str(port(m.group(1))),
+                                    "broker_backend_port": str(port(m.group(2)))})
+    remote = f"tcp://127.0.0.1:{port(m.group(3))}"
+    cfg = settings_for(tmp_path, {"bus_curve_secret_key": str(tmp_path / "gw/gateway.key_secret"),
+                                  "bus_curve_server_key": str(keys / "broker.key")})
+    with Publisher("gateway", endpoint=remote, settings=cfg) as good:
+        assert good.backend == ""  # the settings' backend would be another broker's
+        with pytest.raises(ValueError, match="remote .*backend="):
+            good.wait_connected(5)
+    with Collector(["remote", "probe"], local) as c:
+        with Publisher("local", settings=local) as helper:
+            wait_subscribed(helper, c)
+        with Publisher("gateway", endpoint=remote, backend=m.group(2), settings=cfg) as good:
+            assert good.wait_connected(20) is True
+            for i in range(3):
+                good.publish("remote", {"i": i})
+        c.wait_until(lambda: sum(e.topic == "remote" for e in c.envelopes) >= 3, what="the gateway's messages")
+        assert [e.seq for e in c.envelopes if e.topic == "remote"] == [1, 2, 3]
+    cfg_rogue = settings_for(tmp_path, {"bus_curve_secret_key": str(tmp_path / "rogue/rogue.key_secret"),
+                                        "bus_curve_server_key": str(keys / "broker.key")})
+    with Publisher("rogue", endpoint=remote, backend=m.group(2), settings=cfg_rogue) as rogue:
+        t0 = time.monotonic()
+        assert rogue.wait_connected(1.5) is False  # refused: its probes never come back
+        assert time.monotonic() - t0 >= 1.5

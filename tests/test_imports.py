@@ -165,3 +165,78 @@ def test_the_predictor_works_without_numpy(broker, tmp_path):
                          capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stderr[-2000:]
     assert run.stdout.strip() == "(True, True, True) []", run.stdout
+
+
+def _vm(pid: int, field: str) -> int:
+    """A /proc/PID/status figure in kB (VmRSS, VmHWM)."""
+    with open(f"/proc/{pid}/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith(field + ":"))
+
+
+def test_web_answers_kpis_without_numpy_and_logs_in_one_slow_hash_at_a_time(broker, tmp_path):
+    """/api/kpis is computed in a child process (appliance/analytics/offload.py): after the
+    Analytics view asked, the web program has neither numpy nor OpenBLAS mapped (they were
+    ~23 MB of its RSS for the rest of its life), and the answer is the one computed here.
+    Browsers logging in together wait for each other's scrypt check (32 MiB each) instead of
+    holding one each: four at once raise the web's peak RSS by one check, not four."""
+    import base64
+    import http.client
+    import json
+    import ssl
+    import threading
+
+    from appliance.analytics import kpis
+    from appliance.sources.rig import RigModel
+    from appliance.store.schema import connect_reader
+    from tests.test_kpis import store
+    from tests.test_writer import T0
+
+    rig = RigModel(seed=3, start_depth_ft=1000.0, trip_every_ft=300.0)
+    db = tmp_path / "rigtel.db"
+    store(db, [(T0 + (i + 1) * 1000, rig.step(1.0)) for i in range(2 * 3600)], keep=kpis.CHANNELS)
+    conn = connect_reader(db)
+    expected = kpis.kpis_for_range(conn, T0, T0 + 2 * 3_600_000)
+    conn.close()
+    login = make_web_login(tmp_path)
+    web = start_program(["web", *broker.port_args(), "--set", f"database_path={db}", "--set", f"data_dir={tmp_path}",
+                         "--set", "web_port=0", "--set", "web_http_port=-1",
+                         "--set", f"supervisor_socket={tmp_path / 'none.sock'}", *login.args()],
+                        tmp_path, env=profiled_env(tmp_path))
+    try:
+        port = int(web.wait_for(r"ready: dashboard on https://\S+:(\d+)/", timeout=60).group(1))
+        auth = "Basic " + base64.b64encode(f"viewer:{login.passwords['viewer']}".encode()).decode()
+        ctx = ssl.create_default_context(cafile=str(login.cert_file))
+
+        def get(path: str) -> tuple[int, bytes]:
+            c = http.client.HTTPSConnection("127.0.0.1", port, context=ctx, timeout=120)
+            try:
+                c.request("GET", path, headers={"Authorization": auth})
+                r = c.getresponse()
+                return r.status, r.read()
+            finally:
+                c.close()
+
+        with open(f"/proc/{web.proc.pid}/clear_refs", "w") as f:
+            f.write("5")  # VmHWM from here: the peak of the logins below, not of start-up
+        rest_kb = _vm(web.proc.pid, "VmRSS")
+        answers: list[int] = []
+        logins = [threading.Thread(target=lambda: answers.append(get("/api/latest")[0])) for _ in range(4)]
+        for t in logins:
+            t.start()
+        for t in logins:
+            t.join(60)
+        assert answers == [200] * 4
+        assert _vm(web.proc.pid, "VmHWM") - rest_kb < 48 * 1024  # one 32 MiB check, not four
+
+        status, body = get(f"/api/kpis?from={T0}&to={T0 + 2 * 3_600_000}")
+        assert status == 200, body[:500]
+        assert json.loads(body) == json.loads(json.dumps(expected))
+        status, body = get(f"/api/kpis?from={T0}&to={T0 + 8 * 86_400_000}")
+        assert status == 400 and b"at most 7 days" in body
+        with open(f"/proc/{web.proc.pid}/maps") as f:
+            mapped = {line.split()[-1] for line in f if "numpy" in line or "openblas" in line}
+        assert not mapped, sorted(mapped)[:5]
+    finally:
+        assert web.stop() == 0, web.output[-3000:]
+    numpy = {m for m in imported_modules(web.output) if m.split(".")[0] == "numpy"}
+    assert not numpy, sorted(numpy)[:5]

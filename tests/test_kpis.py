@@ -230,3 +230,48 @@ def test_a_rig_state_that_covers_too_little_falls_back_to_the_estimate(rig):
     a = kpis.compute(ts, channels, T0, T0 + 7_200_000)
     assert a["source"] == kpis.SOURCE and a["time_by_rig_state"] is None
     assert any("covers less than 90%" in n for n in a["notes"])
+
+
+def test_the_child_process_answers_caches_and_fails_clearly(rig, tmp_path):
+    """appliance.analytics.offload: the same bytes as computing here, a second ask from the
+    cache, and each way it can fail an error that says what to do."""
+    import orjson
+
+    from appliance.analytics import offload
+    from appliance.store import read
+
+    runner = offload.KpiRunner(timeout_s=120)
+    conn = connect_reader(str(rig[0]))
+    try:
+        expected = orjson.dumps(kpis.kpis_for_range(conn, T0, T0 + 3_600_000))
+    finally:
+        conn.close()
+    assert runner.kpis_json(str(rig[0]), T0, T0 + 3_600_000) == expected
+    assert runner.kpis_json(str(rig[0]), T0, T0 + 3_600_000) == expected and runner.children == 1
+    assert offload.MAX_RANGE_MS == kpis.MAX_RANGE_MS
+    with pytest.raises(read.QueryError, match="at most 7 days"):
+        runner.kpis_json(str(rig[0]), T0, T0 + 8 * 86_400_000)
+    assert runner.children == 1  # refused here, no child started
+    not_a_db = tmp_path / "not.db"
+    not_a_db.write_text("this is not a database\n" * 100)
+    with pytest.raises(offload.KpiFailed, match="the KPI computation failed .*DatabaseError") as failed:
+        runner.kpis_json(str(not_a_db), T0, T0 + 3_600_000)
+    assert failed.value.status == 500
+    with pytest.raises(offload.KpiFailed, match="longer than 0 s and was stopped") as slow:
+        offload.KpiRunner(timeout_s=0.05).kpis_json(str(rig[0]), T0, T0 + 2 * 3_600_000)
+    assert slow.value.status == 504
+    busy = offload.KpiRunner(timeout_s=0.1)
+    with busy._slot:  # another range's computation holds the slot
+        with pytest.raises(offload.KpiFailed, match="still being computed") as waited:
+            busy.kpis_json(str(rig[0]), T0, T0 + 3_600_000)
+    assert waited.value.status == 503 and waited.value.retry_after_s == 60 and busy.children == 0
+
+
+def test_the_api_says_why_when_the_computation_fails(tmp_path, web_login):
+    not_a_db = tmp_path / "rigtel.db"
+    not_a_db.write_text("this is not a database\n" * 100)
+    cfg = settings_for(tmp_path, {"database_path": str(not_a_db), **web_login.overrides()})
+    client = web_login.client(create_app(cfg, hub=None, bus=RecordingBus()), "viewer")  # type: ignore[arg-type]
+    r = client.get(f"/api/kpis?from={T0}&to={T0 + 3_600_000}")
+    assert r.status_code == 500 and "the KPI computation failed" in r.json["error"]
+    assert r.headers["Content-Type"] == "application/json"

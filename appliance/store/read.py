@@ -46,6 +46,28 @@ def _resolve(db: sqlite3.Connection, names: list[str]) -> dict[str, int]:
     return found
 
 
+# CROSS JOIN keeps channels the outer loop: left to the planner, it scanned the roll-ups
+# (2.2 s for 200 channels over a week of minutes, against 0.85 ms)
+LATEST_SQL = ("SELECT c.name, r.last_ts, r.last FROM channels c CROSS JOIN rollup_1m r ON r.channel_id = c.id "
+              "AND r.bucket = (SELECT max(bucket) FROM rollup_1m WHERE channel_id = c.id)")
+
+
+def latest(db: sqlite3.Connection, names: list[str] | None = None) -> dict[str, tuple[int, float]]:
+    """The newest stored value of each channel (of `names`, else of all): {name: (ts, value)}.
+
+    From the 1-minute roll-ups' `last`, one index seek per channel, never a scan of `samples`
+    (where a sparse custom channel's newest value can sit under millions of rows). Roll-ups
+    are never pruned, so a channel that stopped long ago still has its value. Unknown names
+    are left out."""
+    where = ""
+    if names is not None:
+        if not names:
+            return {}
+        where = f" WHERE c.name IN ({', '.join('?' * len(names))})"
+    rows = db.execute(LATEST_SQL + where, names or ()).fetchall()
+    return {name: (ts, value) for name, ts, value in rows}
+
+
 def raw_count(db: sqlite3.Connection, channel_id: int, start_ms: int, end_ms: int) -> int:
     """How many raw samples a channel has in [start, end), from the roll-ups (cheap)."""
     hour_lo = -(-start_ms // HOUR_MS) * HOUR_MS  # whole hours inside the window

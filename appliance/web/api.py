@@ -43,13 +43,18 @@ def cfg():
     return current_app.config["RIGTEL"]
 
 
+def database_path() -> str:
+    """The database's path; a 503 saying so when the saver has not made it yet."""
+    path = cfg().database_path
+    if not os.path.exists(path):
+        abort(Response(orjson.dumps({"error": f"no database yet at {path}: is the saver running?"}),
+                       503, mimetype="application/json"))
+    return path
+
+
 def db() -> sqlite3.Connection:
     if "db" not in g:
-        path = cfg().database_path
-        if not os.path.exists(path):
-            abort(Response(orjson.dumps({"error": f"no database yet at {path}: is the saver running?"}),
-                           503, mimetype="application/json"))
-        g.db = connect_reader(path)
+        g.db = connect_reader(database_path())
     return g.db
 
 
@@ -130,11 +135,21 @@ def series():
 
 @bp.get("/latest")
 def latest():
+    """The newest value of each channel: live from the hub when it has one (`drilling` and
+    `derived`), else the newest stored (custom topics' channels, and everything while no live
+    frame has come since this process started). Every channel /api/channels lists answers."""
     hub = current_app.extensions["rigtel.hub"]
-    values = dict(hub.latest) if hub is not None else {}
     names = channels_arg(required=False)
+    values = dict(hub.latest) if hub is not None else {}
     if names:
         values = {k: v for k, v in values.items() if k in names}
+    missing = [n for n in names if n not in values] if names else None
+    if missing is None or missing:
+        path = cfg().database_path
+        if os.path.exists(path):  # no database yet: the live values alone, not a 503
+            for name, (ts, value) in read.latest(db(), missing).items():
+                if name not in values or ts > values[name][0]:
+                    values[name] = (ts, value)
     return json({"values": {k: {"ts": ts, "value": v} for k, (ts, v) in values.items()},
                  "data_age_s": hub.data_age_s() if hub is not None else None})
 
@@ -470,11 +485,19 @@ def tls_status(cert_file: str) -> dict[str, Any]:
 
 @bp.get("/kpis")
 def kpis():
-    """Connections, trips, ROP per stand, time by activity and NPT, estimated from raw channels."""
-    from appliance.analytics import kpis as estimate
+    """Connections, trips, ROP per stand, time by activity and NPT, estimated from raw channels.
+
+    Computed in a child process (appliance.analytics.offload): numpy stays out of this one."""
+    from appliance.analytics.offload import KpiFailed
 
     end = int_arg("to", now_ms())
     start = int_arg("from", end - 86_400_000)
     if end <= start:
         raise BadRequest(f"the range is empty or inverted: from {start} to {end}")
-    return json(estimate.kpis_for_range(db(), start, end))
+    path = database_path()
+    try:
+        body = current_app.extensions["rigtel.kpis"].kpis_json(path, start, end)
+    except KpiFailed as e:
+        headers = {"Retry-After": str(e.retry_after_s)} if e.retry_after_s else {}
+        return Response(orjson.dumps({"error": str(e)}), e.status, mimetype="application/json", headers=headers)
+    return Response(body, 200, mimetype="application/json")

@@ -16,6 +16,7 @@ from typing import Any
 from flask import Flask, jsonify, request
 
 from appliance import __version__
+from appliance.analytics.offload import KpiRunner
 from appliance.bus.publisher import Publisher
 from appliance.config import Config
 from appliance.web.hub import LiveHub
@@ -60,6 +61,7 @@ def create_app(cfg: Config, hub: LiveHub | None = None, bus: BusLink | None = No
     app.config.update(RIGTEL=cfg, JSON_SORT_KEYS=False, MAX_CONTENT_LENGTH=64 * 1024)
     app.extensions["rigtel.hub"] = hub
     app.extensions["rigtel.bus"] = bus or BusLink(cfg)
+    app.extensions["rigtel.kpis"] = KpiRunner(cfg.kpis_timeout_s)
 
     from appliance.web import api, auth, pages
     auth.install(app)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import collections
 import itertools
 import logging
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -30,7 +31,18 @@ LIVE_TOPICS = ["drilling", "derived", "alert"]
 PROBE_TOPIC = "sys.web.probe"  # the web program's own probe: its bus link works both ways
 HEARTBEAT_TOPIC = "sys.heartbeat"
 SOURCE_PROGRAMS = ("wits0", "replay", "simulator", "wits0-out")  # their statistics, for the System view
-QUEUE_FRAMES = 2000  # per stream; beyond this the stream is skipped forward
+# per stream, the most its waiting frames may take (estimated by frame_bytes); beyond it the
+# stream is skipped forward. ~500 frames of 20 channels: 5 s at 100 Hz, 8 min at 1 Hz; a
+# browser further behind has stalled. Counted in bytes, not frames, so that 24 stalled
+# streams of wide frames hold at most ~12 MB (2,000 frames each held ~2 MB)
+QUEUE_BYTES = 512 * 1024
+
+
+def frame_bytes(data: dict[str, Any]) -> int:
+    """What a queued frame holds in memory, in bytes: its dict, a float per value (24 B),
+    the (ts, data) tuple with its int (88 B) and its deque slot (8 B). An upper bound: the
+    values and (for a stream of every channel) the dict are shared with other streams."""
+    return sys.getsizeof(data) + 24 * len(data) + 96
 
 
 @dataclass
@@ -38,20 +50,28 @@ class Stream:
     """One browser's live feed."""
 
     channels: frozenset[str] | None  # None: every channel
-    queue: collections.deque = field(default_factory=lambda: collections.deque(maxlen=QUEUE_FRAMES))
+    queue: collections.deque = field(default_factory=collections.deque)  # (ts, data, bytes)
     alerts: collections.deque = field(default_factory=lambda: collections.deque(maxlen=200))
+    queued_bytes: int = 0
     skipped: int = 0
     wake: threading.Event = field(default_factory=threading.Event)
     id: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def offer(self, ts: int, data: dict[str, Any]) -> None:
+    def offer(self, ts: int, data: dict[str, Any], size: int = 0) -> None:
+        """Queue a frame; `size` is frame_bytes(data) when the caller knows it."""
         if self.channels is not None:
             data = {k: v for k, v in data.items() if k in self.channels}
             if not data:
                 return
-        if len(self.queue) == self.queue.maxlen:
-            self.skipped += 1
-        self.queue.append((ts, data))
+            size = 0
+        size = size or frame_bytes(data)
+        with self.lock:
+            self.queue.append((ts, data, size))
+            self.queued_bytes += size
+            while self.queued_bytes > QUEUE_BYTES and len(self.queue) > 1:
+                self.queued_bytes -= self.queue.popleft()[2]
+                self.skipped += 1
         self.wake.set()
 
     def offer_alert(self, ts: int, data: dict[str, Any]) -> None:
@@ -60,7 +80,10 @@ class Stream:
 
     def drain(self) -> tuple[list[tuple[int, dict]], list[tuple[int, dict]]]:
         self.wake.clear()  # before emptying: whatever arrives meanwhile sets it again
-        frames = [self.queue.popleft() for _ in range(len(self.queue))]
+        with self.lock:
+            frames = [(ts, data) for ts, data, _ in self.queue]
+            self.queue.clear()
+            self.queued_bytes = 0
         alerts = [self.alerts.popleft() for _ in range(len(self.alerts))]
         return frames, alerts
 
@@ -147,8 +170,9 @@ class LiveHub(DataSubscriber):
                 self.latest[k] = (frame.ts, v)
             self.last_frame_ms = max(self.last_frame_ms, frame.ts)
             self.last_frame_monotonic = time.monotonic()
+            size = frame_bytes(numbers)
             for s in streams:
-                s.offer(frame.ts, numbers)
+                s.offer(frame.ts, numbers, size)
 
     def wait_stopping(self, timeout: float) -> bool:
         """Wait up to `timeout` s; True when the hub is stopping."""

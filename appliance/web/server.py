@@ -87,8 +87,10 @@ def main(argv: Sequence[str]) -> int:
     heartbeat = Heartbeat(bus, "web", cfg.bus_heartbeat_s,
                           stats=lambda: {"streams": hub.stream_count(), "received": hub.stats["messages"],
                                          "tls": dict(front.stats)})
+    traced = TraceDumps(cfg.data_dir)
     while not stop.wait(heartbeat.seconds_to_next() or cfg.bus_heartbeat_s):
         heartbeat.tick()
+        traced.tick()
     # open live streams notice the hub stopping and end; waitress's threads are daemons
     hub.close()
     front.close()
@@ -140,6 +142,37 @@ def task_dispatcher(threads: int):
     dispatcher = Dispatcher()
     dispatcher.set_thread_count(threads)  # create_server does this only for its own dispatcher
     return dispatcher
+
+
+class TraceDumps:
+    """Debugging memory: with Python's own PYTHONTRACEMALLOC=N in the web's environment, a
+    tracemalloc snapshot every TRACE_EVERY_S in data_dir (web-PID-MIN.tracemalloc), for
+    comparing where memory went over minutes of streaming (docs/ARCHITECTURE.md, memory).
+    Without it nothing happens: tracing costs memory and time, never on in production."""
+
+    TRACE_EVERY_S = 60.0
+
+    def __init__(self, folder: str) -> None:
+        import os
+        import tracemalloc
+
+        self.on = tracemalloc.is_tracing()
+        self.folder = folder
+        self.started = self.next = time.monotonic()
+        if self.on:
+            os.makedirs(folder, exist_ok=True)
+            log.warning("tracemalloc is on (PYTHONTRACEMALLOC): snapshots every %.0f s in %s",
+                        self.TRACE_EVERY_S, folder)
+
+    def tick(self) -> None:
+        if not self.on or time.monotonic() < self.next:
+            return
+        import os
+        import tracemalloc
+
+        minute = round((time.monotonic() - self.started) / 60)
+        tracemalloc.take_snapshot().dump(os.path.join(self.folder, f"web-{os.getpid()}-{minute:04d}.tracemalloc"))
+        self.next += self.TRACE_EVERY_S
 
 
 def warn_if_expiring(cert_file: str) -> None:

@@ -7,7 +7,7 @@ STREAMS plain SSE readers stay connected. VmRSS of the web program is sampled ev
 SAMPLE_S; the result is its growth from the end of the first minute (warm: caches, thread
 stacks, the hub's queues filled) to the end, and the least-squares slope over that span in
 MB per hour. `--quick` soaks 1.5 minutes, otherwise 5; the issue's hour is a matter of
-running it longer (SOAK_MIN=60 in the environment).
+running it longer (SOAK_MIN=60 in the environment), and `make soak`'s rate of SOAK_HZ=100.
 """
 
 from __future__ import annotations
@@ -20,9 +20,9 @@ from pathlib import Path
 from typing import Any
 
 from appliance.bus import Publisher
-from tests.bench.web import SseReader, frame_values, now_ms, rss_mb, stats
+from tests.bench.web import LOGIN, LoggedInBrowser, SseReader, frame_values, now_ms, rss_mb, stats
 from tests.browser import CHROMIUM, CHROMIUM_ARGS, READY_WEB, missing_browser
-from tests.conftest import Collector, start_broker, start_program, wait_subscribed
+from tests.conftest import Collector, make_web_login, start_broker, start_program, wait_subscribed
 
 NAME = "web-soak"
 DESCRIPTION = "web program RSS over minutes of streaming to /live and 10 SSE readers at 10 Hz"
@@ -47,34 +47,37 @@ def run(opts) -> dict[str, Any]:
     if why:
         raise RuntimeError(why)
     minutes = float(os.environ.get("SOAK_MIN") or (1.5 if opts.quick else 5))
+    rate_hz = float(os.environ.get("SOAK_HZ") or RATE_HZ)
     rng = random.Random(3)
     samples: list[tuple[float, float]] = []
     heap: list[tuple[float, float]] = []  # the /live page's JS heap, MB (Chrome's performance.memory)
     with tempfile.TemporaryDirectory(prefix="rigtel-soak-") as d:
         tmp = Path(d)
+        LOGIN["login"] = make_web_login(tmp)  # HTTPS with logins, as tests/bench/web.py
         broker = start_broker(tmp)
         programs = [broker.program]
         readers: list[SseReader] = []
         try:
-            web = start_program(["web", *broker.port_args(), "--set", f"database_path={tmp / 'rigtel.db'}",
-                                 "--set", f"data_dir={tmp}", "--set", "web_port=0",
+            web = start_program(["web", *broker.port_args(), *LOGIN["login"].args(),
+                                 "--set", f"database_path={tmp / 'rigtel.db'}",
+                                 "--set", f"data_dir={tmp}", "--set", "web_port=0", "--set", "web_http_port=-1",
                                  "--set", f"supervisor_socket={tmp / 'supervisor.sock'}"], tmp)
             programs.append(web)
-            port = int((lambda m: m.group(1) or m.group(2))(web.wait_for(READY_WEB)))
+            port = int(web.wait_for(READY_WEB).group(1))
             with sync_playwright() as p, Publisher("soak", settings=broker.settings()) as pub, \
                     Collector(["probe"], broker.settings()) as probe:
                 wait_subscribed(pub, probe)
                 browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
                 try:
-                    page = browser.new_page(viewport={"width": 1600, "height": 1000})
-                    page.goto(f"http://127.0.0.1:{port}/live")
+                    page = LoggedInBrowser(browser).new_page(viewport={"width": 1600, "height": 1000})
+                    page.goto(f"https://127.0.0.1:{port}/live")
                     readers = [SseReader(port, i) for i in range(STREAMS)]
                     for r in readers:
                         r.thread.start()
-                    opts.say(f"  soaking {minutes:g} min: /live and {STREAMS} SSE readers, {RATE_HZ} Hz x 20 channels ...")
+                    opts.say(f"  soaking {minutes:g} min: /live and {STREAMS} SSE readers, {rate_hz:g} Hz x 20 channels ...")
                     start = time.monotonic()
                     next_sample = start
-                    period = 1.0 / RATE_HZ
+                    period = 1.0 / rate_hz
                     i = 0
                     while time.monotonic() - start < minutes * 60:
                         wait = start + i * period - time.monotonic()
