@@ -159,7 +159,7 @@ def verdicts(series: dict[str, list[tuple[float, int, int, int]]], warmup_s: flo
              restarted: set[str]) -> tuple[list[str], list[str]]:
     """Report lines and failures: per program RSS, fds and threads, first vs last window."""
     lines, failures = [], []
-    lines.append(f"{'program':<16} {'RSS MB first→last':>19} {'growth':>7} {'max':>6}  "
+    lines.append(f"{'program':<16} {'RSS MiB first→last':>19} {'growth':>7} {'max':>6}  "
                  f"{'fds first→last (max)':>21}  {'threads first→last (max)':>25}  verdict")
     for name, samples in sorted(series.items()):
         judged = [s for s in samples if s[0] >= warmup_s]
@@ -243,7 +243,7 @@ def main(argv: list[str]) -> int:
                 if time.monotonic() >= next_report:
                     next_report += 300
                     rss = ", ".join(f"{n} {s[-1][1] / 1024:.0f}" for n, s in sorted(series.items()) if s)
-                    say(f"{t / 60:.0f} min: RSS MB {rss}; SSE events {dict(client.events)}"
+                    say(f"{t / 60:.0f} min: RSS MiB {rss}; SSE events {dict(client.events)}"
                         + (f"; page frames {page_frames[-1][1]} ({page.state()})" if page else ""))
                 pause = args.interval - (time.monotonic() - now)
                 if pause > 0:

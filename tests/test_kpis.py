@@ -7,6 +7,8 @@ from the stored raw channels are checked against.
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import pytest
 
@@ -260,10 +262,17 @@ def test_the_child_process_answers_caches_and_fails_clearly(rig, tmp_path):
     with pytest.raises(offload.KpiFailed, match="longer than 0 s and was stopped") as slow:
         offload.KpiRunner(timeout_s=0.05).kpis_json(str(rig[0]), T0, T0 + 2 * 3_600_000)
     assert slow.value.status == 504
-    busy = offload.KpiRunner(timeout_s=0.1)
-    with busy._slot:  # another range's computation holds the slot
-        with pytest.raises(offload.KpiFailed, match="still being computed") as waited:
-            busy.kpis_json(str(rig[0]), T0, T0 + 3_600_000)
+    busy = offload.KpiRunner(timeout_s=120)
+    offload_wait = offload.SLOT_WAIT_S
+    offload.SLOT_WAIT_S = 0.2
+    try:
+        with busy._slot:  # another range's computation holds the slot: a short wait, not 120 s
+            started = time.monotonic()
+            with pytest.raises(offload.KpiFailed, match="another range are being computed") as waited:
+                busy.kpis_json(str(rig[0]), T0, T0 + 3_600_000)
+            assert time.monotonic() - started < 30
+    finally:
+        offload.SLOT_WAIT_S = offload_wait
     assert waited.value.status == 503 and waited.value.retry_after_s == 60 and busy.children == 0
 
 

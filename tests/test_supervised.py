@@ -176,11 +176,14 @@ def test_make_run_refuses_busy_ports_with_instructions(tmp_path):
     assert f":({port})" in run.stderr and "ss -ltnp" in run.stderr
 
 
-@pytest.mark.parametrize("signum", [signal.SIGHUP, signal.SIGINT])
-def test_closing_the_terminal_stops_make_run_like_ctrl_c(tmp_path, signum):
+@pytest.mark.parametrize("signum, terminal", [(signal.SIGHUP, True), (signal.SIGINT, True), (signal.SIGTERM, False)])
+def test_closing_the_terminal_stops_make_run_like_ctrl_c(tmp_path, signum, terminal):
     """supervisord takes SIGHUP as "reload": run in the terminal's session, a closed
     terminal restarted every program and left them running. `rigtel dev` keeps it in a
-    session of its own and turns SIGHUP, like Ctrl-C, into a clean shutdown."""
+    session of its own and turns SIGHUP, like Ctrl-C, into a clean shutdown; and as its
+    output comes through rigtel dev, a terminal that has gone away (closed before the
+    signal) does not kill it halfway through stopping the programs."""
+    import pty
     started = tmp_path / "started"
     program = f"import pathlib, time; pathlib.Path({str(started)!r}).open('a').write('x'); time.sleep(600)"
     conf = tmp_path / "supervisord.conf"
@@ -203,13 +206,18 @@ startsecs = 0
 stopwaitsecs = 5
 """)
     supervisord = str(Path(sys.executable).parent / "supervisord")
+    master, slave = pty.openpty() if terminal else (None, None)
     parent = subprocess.Popen([sys.executable, "-c", "import sys; from appliance.ops.dev import supervise; "
                                f"sys.exit(supervise([{supervisord!r}, '-n', '-c', {str(conf)!r}]))"],
-                              env=clean_env(tmp_path))
+                              env=clean_env(tmp_path), stdout=slave, stderr=slave)
     try:
         wait_until(lambda: started.exists() and states(conf).get("sleeper", ("",))[0] == "RUNNING", 30,
                    "the program running under supervisord")
         supervisord_pid = int((tmp_path / "supervisord.pid").read_text())
+        if terminal:
+            os.close(slave)
+            os.close(master)  # the terminal goes away: writes to it fail from now on
+            master = slave = None
         parent.send_signal(signum)
         assert parent.wait(30) == 0
         with pytest.raises(ProcessLookupError):
@@ -217,6 +225,9 @@ stopwaitsecs = 5
         assert started.read_text() == "x"  # the program was not started again
         assert "received SIGTERM indicating exit request" in (tmp_path / "supervisord.log").read_text()
     finally:
+        for fd in (master, slave):
+            if fd is not None:
+                os.close(fd)
         if parent.poll() is None:
             parent.kill()
         subprocess.run(["pkill", "-f", str(conf)], check=False)

@@ -350,3 +350,12 @@ def test_tracemalloc_snapshots_only_when_python_traces(tmp_path):
         tracemalloc.stop()
     (dump,) = (tmp_path / "on").iterdir()
     assert dump.name.endswith(".tracemalloc") and tracemalloc.Snapshot.load(str(dump)).traces
+    tracemalloc.start()
+    try:  # left on, it keeps the last KEEP snapshots: it must not fill the data disk
+        for minute in range(TraceDumps.KEEP + 3):
+            on.started -= 60  # a minute later each time: a new file name
+            on.next = 0.0
+            on.tick()
+    finally:
+        tracemalloc.stop()
+    assert len(list((tmp_path / "on").iterdir())) == TraceDumps.KEEP

@@ -33,7 +33,9 @@ MAX_RANGE_MS = 7 * 86_400_000  # kpis.MAX_RANGE_MS, checked here too so a bad re
 CACHE_S = 60.0  # an answer for a range is reused this long (data keeps arriving at its end)
 CACHE_ENTRIES = 8
 CACHE_MAX_BYTES = 512 * 1024  # a bigger answer is not kept
-QUERY_ERROR_EXIT = 2  # the child's exit code for a range it cannot answer (a 400, its message on stdout)
+QUERY_ERROR_EXIT = 65  # the child's exit code for a range it cannot answer (a 400, its message on stdout);
+# not 2, which Python itself exits with for its own start-up errors
+SLOT_WAIT_S = 5.0  # how long a request waits for the child of another range
 # the child's numpy needs no BLAS threads: each would reserve a stack and a buffer for nothing
 CHILD_ENV = {"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 
@@ -72,10 +74,12 @@ class KpiRunner:
         cached = self._cached(key)
         if cached is not None:
             return cached
+        # a request waits a few seconds for the one child, not the whole timeout: each waiting
+        # request holds a web thread, and an operator clicking through presets would hold them all
+        if not self._slot.acquire(timeout=min(SLOT_WAIT_S, self.timeout_s)):
+            raise KpiFailed("KPIs for another range are being computed; retry in a minute", 503,
+                            retry_after_s=60)
         deadline = time.monotonic() + self.timeout_s
-        if not self._slot.acquire(timeout=self.timeout_s):
-            raise KpiFailed(f"KPIs for another range are still being computed after {self.timeout_s:g} s; "
-                            "retry in a minute", 503, retry_after_s=60)
         try:
             cached = self._cached(key)  # the request we waited behind may have been for this range
             if cached is not None:
@@ -118,7 +122,7 @@ class KpiRunner:
         except OSError as e:
             log.error("cannot start the KPI computation (%s): %s", args[0], e)
             raise KpiFailed(f"cannot start the KPI computation: {e}", 500) from None
-        if done.returncode == QUERY_ERROR_EXIT:
+        if done.returncode == QUERY_ERROR_EXIT and done.stdout.strip():
             raise QueryError(done.stdout.decode(errors="replace").strip())
         if done.returncode != 0:
             err = done.stderr.decode(errors="replace").strip()
@@ -134,7 +138,10 @@ class KpiRunner:
 
 def child_env() -> dict[str, str]:
     """The web's environment, single-threaded BLAS, and this very package on the path."""
-    env = {**os.environ, **CHILD_ENV}
+    # not the tracemalloc debug switch (it would trace every numpy allocation of the child)
+    # nor the settings, secrets among them: the child is given all it needs in its arguments
+    env = {k: v for k, v in os.environ.items()
+           if k != "PYTHONTRACEMALLOC" and not k.startswith("RIGTEL_")} | CHILD_ENV
     root = str(Path(__file__).resolve().parents[2])
     # a checkout or a test tree (PYTHONPATH, cwd) rather than site-packages: the child must
     # import the code this process runs, whatever the child's working directory

@@ -12,6 +12,7 @@ var/dev/etc/rigtel/dev-admin-password and printed at every start.
 from __future__ import annotations
 
 import argparse
+import os
 import secrets
 import socket
 import sys
@@ -204,18 +205,41 @@ def supervise(command: list[str]) -> int:
     terminal (SIGHUP) all shut it down.
 
     supervisord takes SIGHUP as "reload": had it the terminal, closing the terminal would
-    restart every program and leave them running. So it runs in a session of its own,
-    and this process turns each of those signals into its SIGTERM (a clean shutdown).
+    restart every program and leave them running. So it runs in a session of its own, this
+    process turns each of those signals into its SIGTERM (a clean shutdown), and its output
+    comes through a pipe and is copied here: written to a terminal that has gone away, it
+    would fail and kill supervisord in the middle of stopping the programs.
     """
     import signal
     import subprocess
 
-    child = subprocess.Popen(command, start_new_session=True)
+    child: subprocess.Popen | None = None
+    asked = False
 
     def shut_down(signum: int, frame: object) -> None:
-        if child.poll() is None:
+        nonlocal asked
+        asked = True
+        if child is not None and child.poll() is None:
             child.send_signal(signal.SIGTERM)
 
     for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(signum, shut_down)
-    return child.wait()
+    try:
+        child = subprocess.Popen(command, start_new_session=True, stdin=subprocess.DEVNULL,
+                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    except OSError as e:
+        print(f"rigtel dev: cannot start {command[0]}: {e} (make run installs it into .venv)", file=sys.stderr)
+        return 1
+    if asked:  # a signal came while it was starting
+        child.send_signal(signal.SIGTERM)
+    out = sys.stdout.buffer
+    for line in child.stdout:  # type: ignore[union-attr]
+        try:
+            out.write(line)
+            out.flush()
+        except OSError:  # the terminal is gone: go on reading, so supervisord never blocks
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, out.fileno())  # and what is still buffered goes nowhere, quietly
+            os.close(devnull)
+    code = child.wait()
+    return 128 - code if code < 0 else code  # killed by a signal: the shell's convention

@@ -324,11 +324,15 @@ def install(app: Flask) -> HTTPBasicAuth:
     decoy_hash = users_mod.hash_password(secrets.token_hex(16))
     # one slow hash at a time: werkzeug's scrypt takes 32 MiB for its ~100 ms, so browsers
     # logging in together (every live page reconnecting after a restart) multiplied it:
-    # 3 at once took the web from 42 to 111 MB RSS. Queued they cost the same CPU.
+    # 3 at once took the web from 42 to 111 MB RSS. Queued they cost the same CPU. A request
+    # that waited looks in the cache again: one browser's parallel requests after a restart
+    # then pay for one hash, not one each in turn.
     slow_hash = threading.Lock()
 
-    def check_hash(stored_hash: str, password: str) -> bool:
+    def check_hash(stored_hash: str, password: str, token: bytes | None = None) -> bool:
         with slow_hash:
+            if token is not None and cache.hit(token, stored_hash):
+                return True
             return users_mod.check_password_hash(stored_hash, password)
     app.extensions["rigtel.auth"] = basic
     app.extensions["rigtel.throttle"] = throttle
@@ -343,7 +347,7 @@ def install(app: Flask) -> HTTPBasicAuth:
         failure = token + (user.hash.encode() if user else b"")  # a new stored password is a new try
         if throttle.repeated(client, failure):
             return None  # the same wrong credentials again (a stale browser): refused, not counted
-        if user is not None and (cache.hit(token, user.hash) or check_hash(user.hash, password)):
+        if user is not None and (cache.hit(token, user.hash) or check_hash(user.hash, password, token)):
             cache.put(token, user.hash)
             throttle.succeeded(request.remote_addr or "")
             g.rigtel_token = token

@@ -146,11 +146,12 @@ def task_dispatcher(threads: int):
 
 class TraceDumps:
     """Debugging memory: with Python's own PYTHONTRACEMALLOC=N in the web's environment, a
-    tracemalloc snapshot every TRACE_EVERY_S in data_dir (web-PID-MIN.tracemalloc), for
+    tracemalloc snapshot every TRACE_EVERY_S in data_dir (web-PID-MIN.tracemalloc, the last KEEP), for
     comparing where memory went over minutes of streaming (docs/ARCHITECTURE.md, memory).
     Without it nothing happens: tracing costs memory and time, never on in production."""
 
     TRACE_EVERY_S = 60.0
+    KEEP = 10  # the first snapshot (the baseline) is replaced too: compare any two kept
 
     def __init__(self, folder: str) -> None:
         import os
@@ -159,6 +160,7 @@ class TraceDumps:
         self.on = tracemalloc.is_tracing()
         self.folder = folder
         self.started = self.next = time.monotonic()
+        self.written: list[str] = []
         if self.on:
             os.makedirs(folder, exist_ok=True)
             log.warning("tracemalloc is on (PYTHONTRACEMALLOC): snapshots every %.0f s in %s",
@@ -171,7 +173,14 @@ class TraceDumps:
         import tracemalloc
 
         minute = round((time.monotonic() - self.started) / 60)
-        tracemalloc.take_snapshot().dump(os.path.join(self.folder, f"web-{os.getpid()}-{minute:04d}.tracemalloc"))
+        path = os.path.join(self.folder, f"web-{os.getpid()}-{minute:04d}.tracemalloc")
+        tracemalloc.take_snapshot().dump(path)
+        self.written.append(path)
+        while len(self.written) > self.KEEP:  # a switch left on must not fill the data disk
+            try:
+                os.remove(self.written.pop(0))
+            except OSError:
+                pass
         self.next += self.TRACE_EVERY_S
 
 
