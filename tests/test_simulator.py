@@ -478,8 +478,15 @@ def test_well_state_round_trips_and_a_broken_file_says_so(tmp_path):
     simstate.save(path, state)
     assert simstate.load(path) == state
     assert state.same_well(7, 5000.0) and not state.same_well(8, 5000.0) and not state.same_well(7, 3000.0)
+    good = '{"version": 1, "seed": 1, "start_depth_ft": 5000, "last_ts_ms": 1, "speed": 1, "well": {"hole_ft": 5100}}'
+    (tmp_path / simstate.STATE_FILE).write_text(good)
+    assert simstate.load(path).well == {"hole_ft": 5100.0}
     for text in ("", "{", '{"version": 1}', '{"version": 1, "seed": 1, "start_depth_ft": 5000, '
-                 '"last_ts_ms": 1, "well": {"pit_bbl": 1}}', "[]"):
+                 '"last_ts_ms": 1, "well": {"pit_bbl": 1}}', "[]",
+                 # parse, but out of range: each would have stopped the simulator from starting
+                 good.replace('"hole_ft": 5100', '"hole_ft": -1'),
+                 good.replace('"last_ts_ms": 1', '"last_ts_ms": 99999999999999999'),
+                 good.replace('"speed": 1', '"speed": 0')):
         (tmp_path / simstate.STATE_FILE).write_text(text)
         with pytest.raises(simstate.StateError, match="is not a simulator state"):
             simstate.load(path)
@@ -506,8 +513,9 @@ def test_a_restarted_simulator_continues_the_well_after_its_last_frame(broker, t
                                                   "--duration", "300", *more), tmp_path)
             assert program.proc.wait(timeout=60) == 0, program.output
             program.wait_for("stopped")
-            assert (tmp_path / "simulator-state.json").exists(), "the simulator keeps no state in data_dir"
-            end = int(orjson.loads((tmp_path / "simulator-state.json").read_bytes())["last_ts_ms"])
+            state_file = tmp_path / f"simulator-state-{cfg.rig_id}.json"
+            assert state_file.exists(), "the simulator keeps no state in data_dir"
+            end = int(orjson.loads(state_file.read_bytes())["last_ts_ms"])
             collector.wait_until(lambda: any(f.ts == end for f in drilling_frames(collector)),
                                  what=f"run {len(runs) + 1}'s last frame")
             runs.append((program.output, drilling_frames(collector)[seen:]))
@@ -523,6 +531,34 @@ def test_a_restarted_simulator_continues_the_well_after_its_last_frame(broker, t
     assert depth1 > 5002
     assert min(f.data["DMEA"] for f in run2) >= depth1 - 0.01
     assert min(f.data["DMEA"] for f in run3) < 5001
+
+
+@pytest.mark.slow
+def test_after_a_run_at_speed_1_the_clock_stamps_and_new_well_starts_afresh(broker, tmp_path):
+    """Stamps ahead of the clock left by a run at speed 1 came from a wrong clock: the next run
+    stamps from the clock, not after them (else the data stayed in the future for good); and
+    --new-well starts a new well whatever the state file holds."""
+    import time as clock
+
+    from appliance.sources import simstate
+
+    cfg = broker.settings()
+    path = tmp_path / f"simulator-state-{cfg.rig_id}.json"
+    ahead = clock.time_ns() // 1_000_000 + 3_600_000
+    simstate.save(str(path), simstate.WellState(1, 5000.0, ahead, {"hole_ft": 5400.0}, 1.0))
+    program = start_program(simulate_args(broker, tmp_path, "--rate", "1", "--speed", "1", "--duration", "2"),
+                            tmp_path)
+    assert program.proc.wait(timeout=60) == 0, program.output
+    program.wait_for("stopped")
+    assert "continuing the well of the previous run: hole 5400.0 ft" in program.output
+    assert "ahead of the clock at speed 1" in program.output
+    assert simstate.load(str(path)).last_ts_ms < clock.time_ns() // 1_000_000 + 5_000
+    program = start_program(simulate_args(broker, tmp_path, "--rate", "1", "--speed", "1", "--duration", "1",
+                                          "--new-well"), tmp_path)
+    assert program.proc.wait(timeout=60) == 0, program.output
+    program.wait_for("stopped")
+    assert "a new well at 5000 ft" in program.output
+    assert simstate.load(str(path)).well["hole_ft"] < 5001
 
 
 # -- what `make run` runs ----------------------------------------------------------------

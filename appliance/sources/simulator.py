@@ -4,12 +4,13 @@ Rig time runs `simulator_speed` times faster than the wall clock; frames come ev
 1/`simulator_rate_hz` seconds of rig time, stamped with the start's epoch ms plus the rig
 ms, and all frames due at a tick go out in one batch message. The physics live in
 appliance.sources.rig; the values depend only on the seed, the settings and where the well
-had got to (below), so a run can be replayed exactly (only the timestamps' origin changes).
+had got to (below): a new well (`--new-well`) can be replayed exactly (only the timestamps'
+origin changes).
 
-Across restarts (appliance.sources.simstate): the simulator keeps DATA_DIR/simulator-state.json
-and the next run continues the same well (same seed and start depth) from the hole depth it
-had reached, and stamps its first frame after the previous run's last, so that two runs
-never interleave in the database.
+Across restarts (appliance.sources.simstate): the simulator keeps
+DATA_DIR/simulator-state-RIG_ID.json and the next run continues the same well (same seed and
+start depth) from the hole depth it had reached; after a run ahead of the clock it stamps
+its first frame after that run's last, so that the two never interleave in the database.
 
 Injected events (`simulator_events`) get ground-truth labels: a message on 'sim.label'
 when each one starts and ends, and one JSON line per event appended to
@@ -53,7 +54,9 @@ DATA_TOPIC = "drilling"
 LABEL_TOPIC = "sim.label"
 TICK_S = 0.05  # at most this long between sends when frames are due faster
 SUMMARY_S = 10.0
-STATE_EVERY_S = 1.0  # how often the well's state is saved (wall seconds)
+# how often the well's state is saved (wall seconds): each save is flushed to disk, and a
+# rig box's flash should not take one a second; a hard kill costs at most this much drilling
+STATE_EVERY_S = 30.0
 WORK_SLICE_S = 0.2  # when behind, still look at signals and heartbeats this often
 FRAME_BYTES_ESTIMATE = 60 * 22  # twice a real frame's size, so batches stay under the limit
 
@@ -85,7 +88,11 @@ class Simulation:
         self.previous = previous
         self.continued = previous is not None and previous.same_well(self.seed, self.start_depth_ft)
         if self.continued:
-            self.model.carry_on(previous.well)
+            try:
+                self.model.carry_on(previous.well)
+            except ValueError as e:  # checked when loaded; a model that refuses it all the same
+                log.warning("cannot continue the previous well (%s): a new well", e)
+                self.continued = False
         self.state_file = state_file
         self._state_failed = False
         self.publisher = publisher
@@ -117,7 +124,8 @@ class Simulation:
     def _save_state(self) -> None:
         if self.state_file is None:
             return
-        state = simstate.WellState(self.seed, self.start_depth_ft, self.last_ts_ms(), self.model.carried())
+        state = simstate.WellState(self.seed, self.start_depth_ft, self.last_ts_ms(), self.model.carried(),
+                                   self.speed)
         try:
             simstate.save(self.state_file, state)
         except OSError as e:
@@ -197,10 +205,11 @@ class Simulation:
         ahead_s = (self.origin_ms - now_ms) / 1000.0
         if ahead_s > 1.0:
             log.warning("the previous run stamped frames up to %.0f s ahead of the clock (simulator_speed "
-                        "above 1); this run's frames follow them so that the stored "
+                        "%g); this run's frames follow them so that the stored "
                         "series do not interleave. To stamp from the clock again: stop the appliance, set simulator_speed = 1, "
                         "delete %s and start a new database (make run: delete var/dev/var/lib/rigtel).",
-                        ahead_s, self.state_file or "the simulator's state file")
+                        ahead_s, self.previous.speed if self.previous else self.speed,
+                        self.state_file or "the simulator's state file")
 
     def _summary(self, wall_s: float) -> None:
         m = self.model
@@ -216,8 +225,16 @@ class Simulation:
         rate, speed = self.rate_hz, self.speed
         frames_per_wall_s = rate * speed
         now_ms = time.time_ns() // 1_000_000
-        # never a frame at or before the previous run's last: frame 1 comes one period after
-        self.origin_ms = max(now_ms, self.previous.last_ts_ms if self.previous is not None else now_ms)
+        # after a run ahead of the clock (speed above 1), never a frame at or before its last
+        # (frame 1 comes one period after); after a run at speed 1, the clock: stamps ahead of
+        # it then came from a clock that was wrong, and are not followed forever
+        previous = self.previous
+        follow = previous is not None and previous.speed > 1.0
+        self.origin_ms = max(now_ms, previous.last_ts_ms) if follow else now_ms
+        if previous is not None and not follow and previous.last_ts_ms > now_ms + 1000:
+            log.warning("the previous run's last frame is stamped %.0f s ahead of the clock at speed 1: "
+                        "the clock was wrong then, or is now; stamping from the clock",
+                        (previous.last_ts_ms - now_ms) / 1000.0)
         wall0 = time.monotonic()
         next_summary = wall0 + SUMMARY_S
         next_state = wall0
@@ -270,6 +287,10 @@ def main(argv: Sequence[str]) -> int:
                                                           "e.g. 'kick@2h+20m,spike:SPPA@1h+10m'")
     parser.add_argument("--duration", metavar="TIME", help="stop after this much rig time, "
                                                            "e.g. 600, 90m or 1h30m (default: run until stopped)")
+    parser.add_argument("--new-well", action="store_true",
+                        help="start a new well at simulator_start_depth_ft, stamped from the clock, instead "
+                             "of continuing the one in DATA_DIR/simulator-state-RIG_ID.json: the data then "
+                             "depend only on the seed and the settings")
     args = parser.parse_args(argv)
     duration_s = None
     if args.duration is not None:
@@ -300,11 +321,14 @@ def main(argv: Sequence[str]) -> int:
         return 1
 
     state_file = simstate.state_path(cfg)
-    try:
-        previous = simstate.load(state_file)
-    except simstate.StateError as e:
-        log.warning("%s: starting a new well, stamped from the clock (the file is replaced).", e)
-        previous = None
+    previous = None
+    if args.new_well:
+        log.info("--new-well: not continuing any earlier well (%s is replaced)", state_file)
+    else:
+        try:
+            previous = simstate.load(state_file)
+        except simstate.StateError as e:
+            log.warning("%s: starting a new well, stamped from the clock.", e)
 
     context = zmq.Context()
     try:
