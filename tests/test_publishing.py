@@ -4,7 +4,6 @@ README's publishing example run word for word against a real broker and saver.""
 from __future__ import annotations
 
 import re
-import socket
 import subprocess
 import sys
 import threading
@@ -17,6 +16,7 @@ from appliance.bus import Publisher
 from appliance.bus.publisher import PROBE_TOPIC
 from tests.conftest import REPO, Collector, clean_env, settings_for, start_broker, wait_subscribed
 from tests.test_saver import rows, start_saver, wait_saver_subscribed
+from tests.test_supervised import free_ports
 
 
 def readme_example() -> str:
@@ -27,19 +27,6 @@ def readme_example() -> str:
     m = re.search(r"```python\n(.*?)```", section, re.S)
     assert m, "no python block in the README's publishing section"
     return m.group(1)
-
-
-def free_ports(n: int) -> list[int]:
-    """Ports nothing listens on (bound by the kernel's choice, then let go)."""
-    held = []
-    for _ in range(n):
-        s = socket.socket()
-        s.bind(("127.0.0.1", 0))
-        held.append(s)
-    ports = [s.getsockname()[1] for s in held]
-    for s in held:
-        s.close()
-    return ports
 
 
 def test_readme_publishing_example_runs_as_written_and_its_data_is_stored(broker, tmp_path):
