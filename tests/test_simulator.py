@@ -553,6 +553,17 @@ def test_after_a_run_at_speed_1_the_clock_stamps_and_new_well_starts_afresh(brok
     assert "continuing the well of the previous run: hole 5400.0 ft" in program.output
     assert "ahead of the clock at speed 1" in program.output
     assert simstate.load(str(path)).last_ts_ms < clock.time_ns() // 1_000_000 + 5_000
+    # a run at speed 10 left stamps an hour ahead: runs at speed 1 follow them, and so does the
+    # run after one that followed (its stamps are as far ahead), never falling back among them
+    simstate.save(str(path), simstate.WellState(1, 5000.0, ahead, {"hole_ft": 5400.0}, 10.0))
+    for run in range(2):
+        program = start_program(simulate_args(broker, tmp_path, "--rate", "1", "--speed", "1", "--duration", "1"),
+                                tmp_path)
+        assert program.proc.wait(timeout=60) == 0, program.output
+        program.wait_for("stopped")
+        assert "ahead of the clock (simulator_speed 10)" in program.output, (run, program.output)
+        assert simstate.load(str(path)).last_ts_ms > ahead
+        ahead = simstate.load(str(path)).last_ts_ms
     program = start_program(simulate_args(broker, tmp_path, "--rate", "1", "--speed", "1", "--duration", "1",
                                           "--new-well"), tmp_path)
     assert program.proc.wait(timeout=60) == 0, program.output

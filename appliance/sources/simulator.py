@@ -95,6 +95,7 @@ class Simulation:
                 self.continued = False
         self.state_file = state_file
         self._state_failed = False
+        self.followed_speed = 0.0  # the speed of the run ahead of the clock this one follows
         self.publisher = publisher
         self.labels = labels
         self.max_frames = (int(duration_s * self.rate_hz + 1e-9) if duration_s is not None else None)
@@ -124,8 +125,9 @@ class Simulation:
     def _save_state(self) -> None:
         if self.state_file is None:
             return
+        # a run that followed stamps ahead of the clock is still ahead of it: the next follows too
         state = simstate.WellState(self.seed, self.start_depth_ft, self.last_ts_ms(), self.model.carried(),
-                                   self.speed)
+                                   max(self.speed, self.followed_speed))
         try:
             simstate.save(self.state_file, state)
         except OSError as e:
@@ -230,6 +232,7 @@ class Simulation:
         # it then came from a clock that was wrong, and are not followed forever
         previous = self.previous
         follow = previous is not None and previous.speed > 1.0
+        self.followed_speed = previous.speed if follow else 0.0
         self.origin_ms = max(now_ms, previous.last_ts_ms) if follow else now_ms
         if previous is not None and not follow and previous.last_ts_ms > now_ms + 1000:
             log.warning("the previous run's last frame is stamped %.0f s ahead of the clock at speed 1: "
