@@ -135,21 +135,18 @@ def series():
 
 @bp.get("/latest")
 def latest():
-    """The newest value of each channel: live from the hub when it has one (`drilling` and
-    `derived`), else the newest stored (custom topics' channels, and everything while no live
+    """The newest value of each channel: the newer of the hub's live one (`drilling` and
+    `derived`) and the newest stored (custom topics' channels, and everything while no live
     frame has come since this process started). Every channel /api/channels lists answers."""
     hub = current_app.extensions["rigtel.hub"]
     names = channels_arg(required=False)
     values = dict(hub.latest) if hub is not None else {}
     if names:
         values = {k: v for k, v in values.items() if k in names}
-    missing = [n for n in names if n not in values] if names else None
-    if missing is None or missing:
-        path = cfg().database_path
-        if os.path.exists(path):  # no database yet: the live values alone, not a 503
-            for name, (ts, value) in read.latest(db(), missing).items():
-                if name not in values or ts > values[name][0]:
-                    values[name] = (ts, value)
+    if os.path.exists(cfg().database_path):  # no database yet: the live values alone, not a 503
+        for name, (ts, value) in read.latest(db(), names or None).items():
+            if name not in values or ts > values[name][0]:
+                values[name] = (ts, value)
     return json({"values": {k: {"ts": ts, "value": v} for k, (ts, v) in values.items()},
                  "data_age_s": hub.data_age_s() if hub is not None else None})
 
